@@ -1,0 +1,328 @@
+"""What Trading Grid holds about a trading partner, plus the import records partner managers create.
+
+Writes go through partners/services.py; reads through partners/selectors.py."""
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django_countries.fields import CountryField
+
+BUID_PATTERN = r"^[A-Z]{2}[0-9]{8}[A-Z0-9]{2}$"
+validate_buid = RegexValidator(
+    BUID_PATTERN, "A Trading Grid company id (BUID) is two letters, eight digits and two letters or digits, "
+    "like GC00804444LX."
+)
+TRADING_ADDRESS_PATTERN = r"^[0-9A-Z]{2}:[^\s:]{1,35}$"
+validate_trading_address = RegexValidator(
+    TRADING_ADDRESS_PATTERN, "A trading address is QUALIFIER:ID, like ZZ:DEMOSUPPLIER5."
+)
+
+
+class NormalizedEmailField(models.EmailField):
+    """An email stored lower-cased and stripped, whichever path wrote it (admin, import, sync)."""
+
+    def get_prep_value(self, value):
+        value = super().get_prep_value(value)
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class PartnerType(models.TextChoices):
+    SUPPLIER = "supplier", "Supplier"
+    DISTRIBUTOR = "distributor", "Distributor"
+    CARRIER = "carrier", "Carrier"
+    THIRD_PARTY_LOGISTICS = "3pl", "3PL"
+    CUSTOMER = "customer", "Customer"
+    RESELLER = "reseller", "Reseller"
+
+
+class Region(models.TextChoices):
+    NORTH_AMERICA = "na", "North America"
+    LATIN_AMERICA = "latam", "Latin America"
+    EMEA = "emea", "EMEA"
+    APAC = "apac", "Asia Pacific"
+
+
+class Tier(models.TextChoices):
+    STRATEGIC = "strategic", "Strategic"
+    PREFERRED = "preferred", "Preferred"
+    STANDARD = "standard", "Standard"
+
+
+class OnboardingStatus(models.TextChoices):
+    NEW = "new", "New"
+    INVITED = "invited", "Invited"
+    REGISTERED = "registered", "Registered"
+    TESTING = "testing", "Testing"
+    APPROVED = "approved", "Approved"
+    SUSPENDED = "suspended", "Suspended"
+    REJECTED = "rejected", "Rejected"
+
+
+class ComplianceStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    COMPLIANT = "compliant", "Compliant"
+    REVIEW_DUE = "review_due", "Review due"
+    NON_COMPLIANT = "non_compliant", "Non-compliant"
+
+
+class ProductLine(models.Model):
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="productline_name_ci_unique")]
+
+    def __str__(self):
+        return self.name
+
+
+class TradingPartner(models.Model):
+    tg_company_id = models.CharField(
+        "TG company id (BUID)", max_length=12, unique=True, validators=[validate_buid]
+    )
+    name = models.CharField(max_length=200)
+    legal_name = models.CharField(max_length=200, blank=True)
+    partner_type = models.CharField(max_length=20, choices=PartnerType.choices)
+    region = models.CharField(max_length=10, choices=Region.choices, blank=True)
+    country_code = CountryField("country", blank=True)
+    tier = models.CharField(max_length=20, choices=Tier.choices, blank=True)
+    onboarding_status = models.CharField(
+        max_length=20, choices=OnboardingStatus.choices, default=OnboardingStatus.NEW
+    )
+    compliance_status = models.CharField(
+        max_length=20, choices=ComplianceStatus.choices, default=ComplianceStatus.UNKNOWN
+    )
+    partner_manager = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="managed_partners",
+    )
+    product_lines = models.ManyToManyField(ProductLine, blank=True, related_name="partners")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(fields=["partner_type"]),
+            models.Index(fields=["region"]),
+            models.Index(fields=["onboarding_status"]),
+            models.Index(fields=["tier"]),
+            models.Index(fields=["updated_at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.tg_company_id})"
+
+
+class TradingAddress(models.Model):
+    partner = models.ForeignKey(TradingPartner, on_delete=models.CASCADE, related_name="trading_addresses")
+    address = models.CharField(
+        max_length=40,
+        unique=True,
+        validators=[validate_trading_address],
+        help_text="QUALIFIER:ID, e.g. ZZ:DEMOSUPPLIER5 or 01:123456789 (DUNS).",
+    )
+    is_primary = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-is_primary", "address"]
+        verbose_name_plural = "trading addresses"
+
+    def save(self, *args, **kwargs):
+        self.address = self.address.strip().upper()
+        super().save(*args, **kwargs)
+
+    @property
+    def qualifier(self) -> str:
+        return self.address.split(":", 1)[0]
+
+    def __str__(self):
+        return self.address
+
+
+class ContactRole(models.TextChoices):
+    PRIMARY = "primary", "Primary"
+    TECHNICAL = "technical", "Technical"
+    COMPLIANCE = "compliance", "Compliance"
+    FINANCE = "finance", "Finance"
+    LOGISTICS = "logistics", "Logistics"
+    SALES = "sales", "Sales"
+
+
+class MarketingStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    SUBSCRIBED = "subscribed", "Subscribed"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    CLEANED = "cleaned", "Cleaned"
+    PENDING = "pending", "Pending"
+
+
+class ContactSource(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    IMPORT = "import", "CSV import"
+    TRADING_GRID = "tradinggrid", "Trading Grid"
+    MAILCHIMP = "mailchimp", "Mailchimp"
+    DEMO = "demo", "Demo data"
+
+
+class Contact(models.Model):
+    partner = models.ForeignKey(TradingPartner, on_delete=models.CASCADE, related_name="contacts")
+    email = NormalizedEmailField(max_length=254)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    role = models.CharField(max_length=20, choices=ContactRole.choices, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    language = models.CharField(max_length=10, blank=True, help_text="ISO 639-1 code, e.g. en, de, pt-BR.")
+    timezone = models.CharField(max_length=64, blank=True)
+    marketing_status = models.CharField(
+        max_length=20, choices=MarketingStatus.choices, default=MarketingStatus.UNKNOWN,
+        help_text="As Mailchimp reports it.",
+    )
+    source = models.CharField(max_length=20, choices=ContactSource.choices, default=ContactSource.ADMIN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["partner_id", "email"]
+        constraints = [models.UniqueConstraint(fields=["partner", "email"], name="contact_email_per_partner")]
+        indexes = [models.Index(fields=["email"]), models.Index(fields=["updated_at"])]
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def __str__(self):
+        return f"{self.full_name} <{self.email}>" if self.full_name else self.email
+
+
+class IssueCategory(models.TextChoices):
+    SHIPMENT_EXCEPTION = "shipment_exception", "Shipment exception"
+    ASN_MISMATCH = "asn_mismatch", "ASN mismatch"
+    INVOICE_PO_MISMATCH = "invoice_po_mismatch", "Invoice/PO mismatch"
+    CHARGEBACK_DISPUTE = "chargeback_dispute", "Chargeback dispute"
+    EDI_TRANSACTION_FAILURE = "edi_transaction_failure", "EDI transaction failure"
+    QUALITY_CLAIM = "quality_claim", "Quality claim"
+    OTHER = "other", "Other"
+
+
+class IssueSeverity(models.TextChoices):
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+    CRITICAL = "critical", "Critical"
+
+
+class IssueStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    AWAITING_PARTNER = "awaiting_partner", "Awaiting partner"
+    UNDER_REVIEW = "under_review", "Under review"
+    RESOLVED = "resolved", "Resolved"
+    CLOSED = "closed", "Closed"
+
+
+OPEN_ISSUE_STATUSES = (
+    IssueStatus.OPEN,
+    IssueStatus.ACKNOWLEDGED,
+    IssueStatus.AWAITING_PARTNER,
+    IssueStatus.UNDER_REVIEW,
+)
+
+
+class CommunityIssue(models.Model):
+    """An operational issue raised in the TG community: the partner's issue history."""
+
+    tg_issue_id = models.CharField("TG issue id", max_length=64, unique=True)
+    partner = models.ForeignKey(TradingPartner, on_delete=models.CASCADE, related_name="issues")
+    category = models.CharField(max_length=32, choices=IssueCategory.choices)
+    reason_code = models.CharField(max_length=40, blank=True)
+    severity = models.CharField(max_length=10, choices=IssueSeverity.choices, default=IssueSeverity.MEDIUM)
+    status = models.CharField(max_length=20, choices=IssueStatus.choices, default=IssueStatus.OPEN)
+    title = models.CharField(max_length=300)
+    description = models.TextField(blank=True)
+    po_number = models.CharField("PO number", max_length=60, blank=True)
+    asn_id = models.CharField("ASN id", max_length=60, blank=True)
+    invoice_number = models.CharField(max_length=60, blank=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, help_text="ISO 4217, e.g. USD.")
+    raised_at = models.DateTimeField()
+    due_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-raised_at"]
+        indexes = [
+            models.Index(fields=["partner", "status"]),
+            models.Index(fields=["category", "raised_at"]),
+        ]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_ISSUE_STATUSES
+
+    def __str__(self):
+        return f"{self.tg_issue_id}: {self.title}"
+
+
+class ImportStatus(models.TextChoices):
+    UPLOADED = "uploaded", "Uploaded"
+    PREVIEWING = "previewing", "Checking"
+    PREVIEWED = "previewed", "Ready to import"
+    IMPORTING = "importing", "Importing"
+    DONE = "done", "Imported"
+    FAILED = "failed", "Failed"
+
+
+class PartnerImport(models.Model):
+    """One uploaded partner list: the stored file, its preview, progress and outcome."""
+
+    file = models.FileField(upload_to="partner-imports/%Y/%m/")
+    original_name = models.CharField(max_length=255)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="partner_imports"
+    )
+    status = models.CharField(max_length=20, choices=ImportStatus.choices, default=ImportStatus.UPLOADED)
+    runs_in_background = models.BooleanField(default=False)
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    preview_rows = models.JSONField(default=list, blank=True)
+    notices = models.JSONField(default=list, blank=True)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Import #{self.pk} ({self.original_name})"
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.total_rows:
+            return 0
+        return min(100, round(100 * self.processed_rows / self.total_rows))
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"created={self.created} updated={self.updated} "
+            f"unchanged={self.unchanged} errors={self.error_count}"
+        )
