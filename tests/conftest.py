@@ -1,0 +1,52 @@
+"""Fixtures every test gets: no network beyond loopback."""
+
+import ipaddress
+import socket
+
+import pytest
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_create_connection = socket.create_connection
+
+
+def _is_loopback(address) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths
+        return True
+    host = address[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class NetworkAccessForbidden(AssertionError):
+    pass
+
+
+def _guard(address):
+    if not _is_loopback(address):
+        raise NetworkAccessForbidden(f"Tests may only connect to loopback, not to {address!r}.")
+
+
+@pytest.fixture(autouse=True)
+def _forbid_network(monkeypatch):
+    """Any outbound connection that is not to loopback fails the test."""
+
+    def connect(self, address):
+        _guard(address)
+        return _real_connect(self, address)
+
+    def connect_ex(self, address):
+        _guard(address)
+        return _real_connect_ex(self, address)
+
+    def create_connection(address, *args, **kwargs):
+        _guard(address)
+        return _real_create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
