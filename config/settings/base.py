@@ -154,9 +154,24 @@ CELERY_TASK_ALWAYS_EAGER = False
 PARTNER_IMPORT_SYNC_MAX_ROWS = env.int("PARTNER_IMPORT_SYNC_MAX_ROWS", default=5000)
 PARTNER_IMPORT_MAX_BYTES = env.int("PARTNER_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
 
-# Connectors (used by the Mailchimp and Trading Grid connectors; production requires the secrets).
+# --- Mailchimp (connectors/mailchimp) ---------------------------------------------------------
 MAILCHIMP_API_KEY = env("MAILCHIMP_API_KEY", default="")
+# The data centre; taken from the API key's suffix (…-us21) when empty.
+MAILCHIMP_SERVER_PREFIX = env("MAILCHIMP_SERVER_PREFIX", default="")
+# Base URL override, e.g. http://127.0.0.1:8301/3.0 for the emulator. Empty: https://<dc>.api.mailchimp.com/3.0
+MAILCHIMP_API_URL = env("MAILCHIMP_API_URL", default="")
+MAILCHIMP_TIMEOUT = env.float("MAILCHIMP_TIMEOUT", default=10.0)
+MAILCHIMP_MAX_CONNECTIONS = env.int("MAILCHIMP_MAX_CONNECTIONS", default=10)
+MAILCHIMP_AUDIENCE_ID = env("MAILCHIMP_AUDIENCE_ID", default="")
+MAILCHIMP_WEBHOOK_SECRETS = env.list("MAILCHIMP_WEBHOOK_SECRETS", default=[])
+
+# --- Trading Grid (connectors/tradinggrid) ------------------------------------------------------
+TRADINGGRID_API_URL = env("TRADINGGRID_API_URL", default="https://apigrid.opentext.com")
+TRADINGGRID_CLIENT_ID = env("TRADINGGRID_CLIENT_ID", default="")
 TRADINGGRID_CLIENT_SECRET = env("TRADINGGRID_CLIENT_SECRET", default="")
+TRADINGGRID_COMPANY_ID = env("TRADINGGRID_COMPANY_ID", default="")
+TRADINGGRID_WEBHOOK_SECRETS = env.list("TRADINGGRID_WEBHOOK_SECRETS", default=[])
+TRADINGGRID_TIMEOUT = env.float("TRADINGGRID_TIMEOUT", default=15.0)
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env("DJANGO_LOG_LEVEL", default="INFO")

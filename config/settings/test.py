@@ -10,3 +10,14 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Connectors point at loopback emulators started by fixtures; these fakes are what they accept.
+MAILCHIMP_API_KEY = "0123456789abcdef0123456789abcdef-us21"
+MAILCHIMP_API_URL = ""
+MAILCHIMP_AUDIENCE_ID = "test0aud1e"
+MAILCHIMP_WEBHOOK_SECRETS = ["test-mailchimp-secret-new", "test-mailchimp-secret-old"]
+TRADINGGRID_API_URL = "http://127.0.0.1:9"
+TRADINGGRID_CLIENT_ID = "test-client"
+TRADINGGRID_CLIENT_SECRET = "test-secret"
+TRADINGGRID_COMPANY_ID = "GC00000001PL"
+TRADINGGRID_WEBHOOK_SECRETS = ["whsec_dGVzdC10Zy1zZWNyZXQtbmV3", "whsec_dGVzdC10Zy1zZWNyZXQtb2xk"]
