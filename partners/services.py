@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import BinaryIO
 
 from django.conf import settings
@@ -13,8 +14,18 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from partners.demo import DEMO_EPOCH
 from partners.imports import ImportResult, PartnerListImport, ProgressCallback
-from partners.models import ImportStatus, PartnerImport
+from partners.models import (
+    CommunityIssue,
+    Contact,
+    ContactSource,
+    ImportStatus,
+    PartnerImport,
+    ProductLine,
+    TradingAddress,
+    TradingPartner,
+)
 from partners.selectors import user_is_administrator
 
 logger = logging.getLogger(__name__)
@@ -72,11 +83,10 @@ def partner_import_create(*, upload: UploadedFile, user: AbstractBaseUser) -> Pa
         uploaded_by=user,
         runs_in_background=background,
         status=ImportStatus.PREVIEWING if background else ImportStatus.UPLOADED,
+        queued_at=timezone.now() if background else None,
     )
     if background:
-        from partners.tasks import partner_import_run_task
-
-        partner_import_run_task.delay_on_commit(partner_import.pk, True)
+        _enqueue_import_run(partner_import)
     else:
         partner_import_run(partner_import_id=partner_import.pk, dry_run=True)
         partner_import.refresh_from_db()
@@ -94,18 +104,41 @@ def partner_import_confirm(*, partner_import: PartnerImport, user: AbstractBaseU
         locked.status = ImportStatus.IMPORTING
         locked.processed_rows = 0
         locked.started_at = None
-        locked.save(update_fields=["status", "processed_rows", "started_at"])
+        locked.queued_at = timezone.now() if locked.runs_in_background else None
+        locked.save(update_fields=["status", "processed_rows", "started_at", "queued_at"])
         if locked.runs_in_background:
-            from partners.tasks import partner_import_run_task
-
-            partner_import_run_task.delay_on_commit(locked.pk, False)
+            _enqueue_import_run(locked)
     if not locked.runs_in_background:
         partner_import_run(partner_import_id=locked.pk, dry_run=False)
         locked.refresh_from_db()
     return locked
 
 
-def partner_import_run(*, partner_import_id: int, dry_run: bool) -> PartnerImport:
+def _enqueue_import_run(partner_import: PartnerImport) -> None:
+    from partners.tasks import partner_import_run_task
+
+    dry_run = partner_import.status == ImportStatus.PREVIEWING
+    partner_import_run_task.delay_on_commit(partner_import.pk, dry_run)
+
+
+def partner_import_relay_stuck(*, now=None, grace: timedelta = timedelta(minutes=2)) -> int:
+    """Re-enqueue background imports whose job never started (message lost with the broker) or whose
+    worker died; the run's own claim makes a duplicate harmless. Returns how many were re-enqueued."""
+    now = now or timezone.now()
+    abandoned = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    stuck = PartnerImport.objects.filter(
+        runs_in_background=True, status__in=(ImportStatus.PREVIEWING, ImportStatus.IMPORTING)
+    ).filter(Q(started_at__isnull=True, queued_at__lt=now - grace) | Q(started_at__lt=abandoned))
+    count = 0
+    for partner_import in stuck:
+        with transaction.atomic():
+            PartnerImport.objects.filter(pk=partner_import.pk).update(queued_at=now)
+            _enqueue_import_run(partner_import)
+        count += 1
+    return count
+
+
+def partner_import_run(*, partner_import_id: int, dry_run: bool) -> PartnerImport | None:
     """Check (dry_run) or apply one stored import, keeping progress and the outcome on its record.
     Safe to call twice: a run only starts from the state that leads to it."""
     expected = ImportStatus.PREVIEWING if dry_run else ImportStatus.IMPORTING
@@ -118,7 +151,10 @@ def partner_import_run(*, partner_import_id: int, dry_run: bool) -> PartnerImpor
         .filter(Q(started_at__isnull=True) | Q(started_at__lt=abandoned))
         .update(status=expected, started_at=now)
     )
-    partner_import = PartnerImport.objects.select_related("uploaded_by").get(pk=partner_import_id)
+    partner_import = PartnerImport.objects.select_related("uploaded_by").filter(pk=partner_import_id).first()
+    if partner_import is None:
+        logger.warning("import %s no longer exists; nothing to do", partner_import_id)
+        return None
     if not claimed:
         logger.info("import %s is %s and claimed; nothing to do", partner_import_id, partner_import.status)
         return partner_import
@@ -165,3 +201,92 @@ def partner_import_run(*, partner_import_id: int, dry_run: bool) -> PartnerImpor
     )
     partner_import.refresh_from_db()
     return partner_import
+
+
+@transaction.atomic
+def partners_seed_demo(*, records: list[dict], managers: list[AbstractBaseUser], now=None) -> int:
+    """Create the demo partners that don't exist yet (by BUID), with contacts, addresses, product lines and
+    issue history; partners already present are left as they are. Returns how many were created."""
+    now = now or timezone.now()
+    shift = now - DEMO_EPOCH
+    existing = set(TradingPartner.objects.filter(tg_company_id__in=[r["tg_company_id"] for r in records]).values_list(
+        "tg_company_id", flat=True
+    ))
+    new_records = [r for r in records if r["tg_company_id"] not in existing]
+    if not new_records:
+        return 0
+    line_names = sorted({name for r in new_records for name in r["product_lines"]})
+    ProductLine.objects.bulk_create([ProductLine(name=name) for name in line_names], ignore_conflicts=True)
+    line_ids = dict(ProductLine.objects.filter(name__in=line_names).values_list("name", "pk"))
+    partners = []
+    for index, record in enumerate(new_records):
+        partners.append(
+            TradingPartner(
+                tg_company_id=record["tg_company_id"],
+                name=record["name"],
+                legal_name=record["legal_name"],
+                partner_type=record["partner_type"],
+                region=record["region"],
+                country_code=record["country_code"],
+                tier=record["tier"],
+                onboarding_status=record["onboarding_status"],
+                compliance_status=record["compliance_status"],
+                partner_manager=managers[index % len(managers)] if managers else None,
+            )
+        )
+    TradingPartner.objects.bulk_create(partners)
+    ids = dict(TradingPartner.objects.filter(tg_company_id__in=[p.tg_company_id for p in partners]).values_list(
+        "tg_company_id", "pk"
+    ))
+    links = TradingPartner.product_lines.through
+    links.objects.bulk_create(
+        [
+            links(tradingpartner_id=ids[r["tg_company_id"]], productline_id=line_ids[name])
+            for r in new_records
+            for name in r["product_lines"]
+        ]
+    )
+    TradingAddress.objects.bulk_create(
+        [
+            TradingAddress(partner_id=ids[r["tg_company_id"]], address=address, is_primary=position == 0)
+            for r in new_records
+            for position, address in enumerate(r["trading_addresses"])
+        ],
+        ignore_conflicts=True,
+    )
+    Contact.objects.bulk_create(
+        [
+            Contact(partner_id=ids[r["tg_company_id"]], source=ContactSource.DEMO, **contact)
+            for r in new_records
+            for contact in r["contacts"]
+        ]
+    )
+
+    def shifted(value):
+        return datetime.fromisoformat(value) + shift if value else None
+
+    CommunityIssue.objects.bulk_create(
+        [
+            CommunityIssue(
+                tg_issue_id=issue["id"],
+                partner_id=ids[r["tg_company_id"]],
+                category=issue["category"],
+                reason_code=issue["reason_code"],
+                severity=issue["severity"],
+                status=issue["status"],
+                title=issue["title"],
+                po_number=issue["po_number"],
+                asn_id=issue["asn_id"],
+                invoice_number=issue["invoice_number"],
+                amount=Decimal(issue["amount"]) if issue["amount"] else None,
+                currency=issue["currency"],
+                raised_at=shifted(issue["raised_at"]),
+                due_at=shifted(issue["due_at"]),
+                resolved_at=shifted(issue["resolved_at"]),
+            )
+            for r in new_records
+            for issue in r["issues"]
+        ],
+        ignore_conflicts=True,
+    )
+    return len(new_records)

@@ -1,0 +1,57 @@
+"""python manage.py seed_demo — demo users and a few hundred realistic partners; safe to run again."""
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from partners.demo import DEMO_PARTNER_COUNT, demo_partner_records
+from partners.selectors import ADMINISTRATORS_GROUP, APPROVERS_GROUP, PARTNER_MANAGERS_GROUP
+from partners.services import partners_seed_demo
+
+DEMO_PASSWORD = "partnerlink-demo"
+DEMO_USERS = (
+    # username, email, first, last, groups, superuser
+    ("admin", "admin@partnerlink.example", "Ada", "Admin", (ADMINISTRATORS_GROUP,), True),
+    ("maria", "maria.chen@partnerlink.example", "Maria", "Chen", (PARTNER_MANAGERS_GROUP,), False),
+    ("james", "james.okafor@partnerlink.example", "James", "Okafor", (PARTNER_MANAGERS_GROUP,), False),
+    ("olivia", "olivia.berg@partnerlink.example", "Olivia", "Berg", (PARTNER_MANAGERS_GROUP, APPROVERS_GROUP), False),
+)
+
+
+class Command(BaseCommand):
+    help = "Load demo users and partners once (idempotent). Refused in production."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--partners", type=int, default=DEMO_PARTNER_COUNT)
+
+    def handle(self, *args, **options):
+        if not settings.DEBUG and not getattr(settings, "DEMO_DATA_ALLOWED", False):
+            raise CommandError("seed_demo only runs with DEBUG on or DEMO_DATA_ALLOWED set (never in production).")
+        with transaction.atomic():
+            users = self._users()
+        managers = [users["maria"], users["james"], users["olivia"]]
+        created = partners_seed_demo(records=demo_partner_records(options["partners"]), managers=managers)
+        self.stdout.write(f"Demo partners created: {created} (already present ones are left as they are).")
+        self.stdout.write("Sign in at http://127.0.0.1:8000/ with one of these (password for all: "
+                          f"{DEMO_PASSWORD}):")
+        for username, email, _, _, groups, superuser in DEMO_USERS:
+            role = "superuser" if superuser else ", ".join(groups)
+            self.stdout.write(f"  {username:<8} {email:<36} {role}")
+
+    def _users(self) -> dict:
+        user_model = get_user_model()
+        users = {}
+        for username, email, first, last, groups, superuser in DEMO_USERS:
+            user, created = user_model.objects.get_or_create(
+                username=username,
+                defaults={"email": email, "first_name": first, "last_name": last, "is_staff": True,
+                          "is_superuser": superuser},
+            )
+            if created:
+                user.set_password(DEMO_PASSWORD)
+                user.save(update_fields=["password"])
+                user.groups.set(Group.objects.filter(name__in=groups))
+            users[username] = user
+        return users
