@@ -9,7 +9,6 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
 
 from partners import selectors, services
 from partners.imports import ImportFileError
@@ -45,7 +44,17 @@ class IssueHistoryInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     verbose_name_plural = "issue history"
-    fields = ("tg_issue_id", "category", "severity", "status", "title", "amount", "currency", "raised_at", "resolved_at")
+    fields = (
+        "tg_issue_id",
+        "category",
+        "severity",
+        "status",
+        "title",
+        "amount",
+        "currency",
+        "raised_at",
+        "resolved_at",
+    )
     readonly_fields = fields
     ordering = ("-raised_at",)
 
@@ -164,7 +173,17 @@ class ContactAdmin(admin.ModelAdmin):
 
 @admin.register(CommunityIssue)
 class CommunityIssueAdmin(admin.ModelAdmin):
-    list_display = ("tg_issue_id", "title", "partner", "category", "severity", "status", "amount", "currency", "raised_at")
+    list_display = (
+        "tg_issue_id",
+        "title",
+        "partner",
+        "category",
+        "severity",
+        "status",
+        "amount",
+        "currency",
+        "raised_at",
+    )
     list_filter = ("category", "severity", "status", "raised_at")
     search_fields = ("=tg_issue_id", "title", "po_number", "asn_id", "invoice_number", "partner__name")
     list_select_related = ("partner",)
@@ -279,4 +298,3 @@ class PartnerImportAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"The import failed: {partner_import.summary}.", messages.ERROR)
         return HttpResponseRedirect(reverse("admin:partners_partnerimport_change", args=[object_id]))
-

@@ -7,14 +7,13 @@ Records use the shape of the TG partner profile (CONTRACT.md) plus the partner's
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 DEMO_SEED = 20261128
 DEMO_PARTNER_COUNT = 300
 # A fixed "now" keeps the generated dates stable; seed_demo shifts them to the real present.
-DEMO_EPOCH = datetime(2026, 11, 1, tzinfo=dt_timezone.utc)
+DEMO_EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
 
 PRODUCT_LINES = [
     "Frozen Foods",
@@ -35,10 +34,42 @@ PRODUCT_LINES = [
 
 _NAME_PARTS = {
     "supplier": (
-        ["Nordic", "Alpine", "Pacific", "Summit", "Golden", "Riverside", "Evergreen", "Blue Harbor", "Keystone",
-         "Silverline", "Meridian", "Cedar", "Highland", "Sunrise", "Ironwood", "Lakeshore", "Bright", "Prairie"],
-        ["Packaging", "Foods", "Components", "Plastics", "Dairy Co-op", "Textiles", "Beverages", "Pharma",
-         "Electronics", "Paper Mills", "Chemicals", "Farms", "Metalworks", "Ceramics"],
+        [
+            "Nordic",
+            "Alpine",
+            "Pacific",
+            "Summit",
+            "Golden",
+            "Riverside",
+            "Evergreen",
+            "Blue Harbor",
+            "Keystone",
+            "Silverline",
+            "Meridian",
+            "Cedar",
+            "Highland",
+            "Sunrise",
+            "Ironwood",
+            "Lakeshore",
+            "Bright",
+            "Prairie",
+        ],
+        [
+            "Packaging",
+            "Foods",
+            "Components",
+            "Plastics",
+            "Dairy Co-op",
+            "Textiles",
+            "Beverages",
+            "Pharma",
+            "Electronics",
+            "Paper Mills",
+            "Chemicals",
+            "Farms",
+            "Metalworks",
+            "Ceramics",
+        ],
     ),
     "distributor": (
         ["Central", "United", "Continental", "Metro", "Coastal", "Tri-State", "National", "Heartland", "Atlas"],
@@ -69,27 +100,123 @@ _COUNTRIES = {
     "apac": ["JP", "AU", "SG", "IN", "KR", "CN", "NZ"],
 }
 _SUFFIX = {
-    "US": "Inc.", "CA": "Ltd.", "MX": "S.A. de C.V.", "BR": "Ltda.", "AR": "S.A.", "CL": "SpA", "CO": "S.A.S.",
-    "DE": "GmbH", "GB": "Ltd", "FR": "SAS", "NL": "B.V.", "IT": "S.p.A.", "ES": "S.L.", "SE": "AB", "PL": "Sp. z o.o.",
-    "ZA": "(Pty) Ltd", "AE": "LLC", "JP": "K.K.", "AU": "Pty Ltd", "SG": "Pte. Ltd.", "IN": "Pvt. Ltd.",
-    "KR": "Co., Ltd.", "CN": "Co., Ltd.", "NZ": "Limited",
+    "US": "Inc.",
+    "CA": "Ltd.",
+    "MX": "S.A. de C.V.",
+    "BR": "Ltda.",
+    "AR": "S.A.",
+    "CL": "SpA",
+    "CO": "S.A.S.",
+    "DE": "GmbH",
+    "GB": "Ltd",
+    "FR": "SAS",
+    "NL": "B.V.",
+    "IT": "S.p.A.",
+    "ES": "S.L.",
+    "SE": "AB",
+    "PL": "Sp. z o.o.",
+    "ZA": "(Pty) Ltd",
+    "AE": "LLC",
+    "JP": "K.K.",
+    "AU": "Pty Ltd",
+    "SG": "Pte. Ltd.",
+    "IN": "Pvt. Ltd.",
+    "KR": "Co., Ltd.",
+    "CN": "Co., Ltd.",
+    "NZ": "Limited",
 }
 _LANGUAGE = {
-    "DE": "de", "FR": "fr", "NL": "nl", "IT": "it", "ES": "es", "SE": "sv", "PL": "pl", "BR": "pt-BR", "AR": "es",
-    "CL": "es", "CO": "es", "MX": "es", "JP": "ja", "KR": "ko", "CN": "zh",
+    "DE": "de",
+    "FR": "fr",
+    "NL": "nl",
+    "IT": "it",
+    "ES": "es",
+    "SE": "sv",
+    "PL": "pl",
+    "BR": "pt-BR",
+    "AR": "es",
+    "CL": "es",
+    "CO": "es",
+    "MX": "es",
+    "JP": "ja",
+    "KR": "ko",
+    "CN": "zh",
 }
 _TIMEZONE = {
-    "US": "America/Chicago", "CA": "America/Toronto", "MX": "America/Mexico_City", "BR": "America/Sao_Paulo",
-    "AR": "America/Argentina/Buenos_Aires", "CL": "America/Santiago", "CO": "America/Bogota",
-    "DE": "Europe/Berlin", "GB": "Europe/London", "FR": "Europe/Paris", "NL": "Europe/Amsterdam",
-    "IT": "Europe/Rome", "ES": "Europe/Madrid", "SE": "Europe/Stockholm", "PL": "Europe/Warsaw",
-    "ZA": "Africa/Johannesburg", "AE": "Asia/Dubai", "JP": "Asia/Tokyo", "AU": "Australia/Sydney",
-    "SG": "Asia/Singapore", "IN": "Asia/Kolkata", "KR": "Asia/Seoul", "CN": "Asia/Shanghai", "NZ": "Pacific/Auckland",
+    "US": "America/Chicago",
+    "CA": "America/Toronto",
+    "MX": "America/Mexico_City",
+    "BR": "America/Sao_Paulo",
+    "AR": "America/Argentina/Buenos_Aires",
+    "CL": "America/Santiago",
+    "CO": "America/Bogota",
+    "DE": "Europe/Berlin",
+    "GB": "Europe/London",
+    "FR": "Europe/Paris",
+    "NL": "Europe/Amsterdam",
+    "IT": "Europe/Rome",
+    "ES": "Europe/Madrid",
+    "SE": "Europe/Stockholm",
+    "PL": "Europe/Warsaw",
+    "ZA": "Africa/Johannesburg",
+    "AE": "Asia/Dubai",
+    "JP": "Asia/Tokyo",
+    "AU": "Australia/Sydney",
+    "SG": "Asia/Singapore",
+    "IN": "Asia/Kolkata",
+    "KR": "Asia/Seoul",
+    "CN": "Asia/Shanghai",
+    "NZ": "Pacific/Auckland",
 }
-_FIRST = ["Anna", "Ben", "Carla", "David", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kavya", "Liam",
-          "Mei", "Noah", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Yusuf", "Zoe"]
-_LAST = ["Schmidt", "Johnson", "Garcia", "Müller", "Rossi", "Tanaka", "Kowalski", "Andersson", "Dubois", "Patel",
-         "Kim", "Silva", "Novak", "O'Brien", "Haddad", "Chen", "Jansen", "López", "Nguyen", "Fischer"]
+_FIRST = [
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kavya",
+    "Liam",
+    "Mei",
+    "Noah",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wei",
+    "Yusuf",
+    "Zoe",
+]
+_LAST = [
+    "Schmidt",
+    "Johnson",
+    "Garcia",
+    "Müller",
+    "Rossi",
+    "Tanaka",
+    "Kowalski",
+    "Andersson",
+    "Dubois",
+    "Patel",
+    "Kim",
+    "Silva",
+    "Novak",
+    "O'Brien",
+    "Haddad",
+    "Chen",
+    "Jansen",
+    "López",
+    "Nguyen",
+    "Fischer",
+]
 _ROLES = ["primary", "technical", "compliance", "finance", "logistics", "sales"]
 _ISSUES = {
     "shipment_exception": ("Shipment {ref} delayed at {place}", ["LATE", "DAMAGED", "SHORT", "REFUSED"]),
@@ -105,8 +232,11 @@ _PLACES = ["Rotterdam", "Memphis hub", "Laredo crossing", "Felixstowe", "Chicago
 
 def _buid(rng: random.Random, used: set[str]) -> str:
     while True:
-        buid = "GC" + "".join(rng.choice("0123456789") for _ in range(8)) + rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") + (
-            rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ")
+        buid = (
+            "GC"
+            + "".join(rng.choice("0123456789") for _ in range(8))
+            + rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ")
+            + (rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ"))
         )
         if buid not in used:
             used.add(buid)
@@ -236,7 +366,9 @@ def demo_partner_records(count: int = DEMO_PARTNER_COUNT, seed: int = DEMO_SEED)
                 "country_code": country,
                 "tier": tier,
                 "onboarding_status": status,
-                "compliance_status": rng.choices(["compliant", "review_due", "non_compliant", "unknown"], [70, 15, 5, 10])[0],
+                "compliance_status": rng.choices(
+                    ["compliant", "review_due", "non_compliant", "unknown"], [70, 15, 5, 10]
+                )[0],
                 "product_lines": lines,
                 "trading_addresses": addresses,
                 "certifications": certifications,

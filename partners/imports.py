@@ -54,8 +54,8 @@ OPTIONAL_COLUMNS = (
 )
 PARTNER_COLUMNS = ("partner_name", "partner_type", "region", "country_code", "tier", "product_lines", "partner_manager")
 CONTACT_COLUMNS = ("first_name", "last_name", "role", "phone", "language")
-EXPORT_COLUMNS = REQUIRED_COLUMNS[:4] + ("region", "tier", "product_lines", "contact_email") + CONTACT_COLUMNS + (
-    "partner_manager",
+EXPORT_COLUMNS = (
+    REQUIRED_COLUMNS[:4] + ("region", "tier", "product_lines", "contact_email") + CONTACT_COLUMNS + ("partner_manager",)
 )
 
 # Cells starting with these are run as formulas by spreadsheet programs (CSV injection, OWASP); the
@@ -256,7 +256,10 @@ class CsvSource:
         missing = [name for name in REQUIRED_COLUMNS if name not in seen]
         if missing:
             raise ImportFileError(
-                "Missing required column" + ("s" if len(missing) > 1 else "") + ": " + ", ".join(missing)
+                "Missing required column"
+                + ("s" if len(missing) > 1 else "")
+                + ": "
+                + ", ".join(missing)
                 + f". The header row has: {', '.join(name or '(blank)' for name in header) or 'nothing'}."
             )
         return header, header_row
@@ -283,15 +286,21 @@ class CsvSource:
                     if not any(cell.strip() for cell in cells):
                         continue
                     if len(cells) > width and any(cell.strip() for cell in cells[width:]):
-                        yield row_number, ImportProblem(
-                            f"the row has {len(cells)} values but the header has {width} columns.", row=row_number
+                        yield (
+                            row_number,
+                            ImportProblem(
+                                f"the row has {len(cells)} values but the header has {width} columns.", row=row_number
+                            ),
                         )
                         continue
-                    yield row_number, {
-                        name: _cell(cells[index]) if index < len(cells) else ""
-                        for index, name in enumerate(self.columns)
-                        if name
-                    }
+                    yield (
+                        row_number,
+                        {
+                            name: _cell(cells[index]) if index < len(cells) else ""
+                            for index, name in enumerate(self.columns)
+                            if name
+                        },
+                    )
             except csv.Error as exc:
                 yield previous_line + 1, ImportProblem(f"the file is not valid CSV here: {exc}.", row=previous_line + 1)
         finally:
@@ -505,7 +514,9 @@ class PartnerListImport:
                 first = contact_rows.setdefault((buid, email), row)
                 if first != row:
                     problems.append(
-                        ImportProblem(f"contact {email} of {buid} already appears in row {first}.", row, "contact_email")
+                        ImportProblem(
+                            f"contact {email} of {buid} already appears in row {first}.", row, "contact_email"
+                        )
                     )
             if problems:
                 self._row_error(row, buid, email, problems)
@@ -562,7 +573,8 @@ class PartnerListImport:
                     "",
                     [
                         ImportProblem(
-                            f"{buid} is managed by {owner}; only its partner manager or an administrator can change it.",
+                            f"{buid} is managed by {owner}; "
+                            "only its partner manager or an administrator can change it.",
                             row,
                             "tg_company_id",
                         )
@@ -601,9 +613,9 @@ class PartnerListImport:
             chunk = buids[start : start + CHUNK_ROWS]
             existing = {p.tg_company_id: p for p in TradingPartner.objects.filter(tg_company_id__in=chunk)}
             current_lines: dict[int, set[int]] = {}
-            for partner_id, line_id in links.objects.filter(tradingpartner_id__in=[p.pk for p in existing.values()]).values_list(
-                "tradingpartner_id", "productline_id"
-            ):
+            for partner_id, line_id in links.objects.filter(
+                tradingpartner_id__in=[p.pk for p in existing.values()]
+            ).values_list("tradingpartner_id", "productline_id"):
                 current_lines.setdefault(partner_id, set()).add(line_id)
             to_create, to_update, update_fields = [], [], set()
             new_links, stale_links = [], []
@@ -637,9 +649,9 @@ class PartnerListImport:
                 TradingPartner.objects.bulk_create(to_create)
                 if to_create[0].pk is None:  # backends that cannot return ids from bulk inserts
                     created_ids = dict(
-                        TradingPartner.objects.filter(tg_company_id__in=[p.tg_company_id for p in to_create]).values_list(
-                            "tg_company_id", "pk"
-                        )
+                        TradingPartner.objects.filter(
+                            tg_company_id__in=[p.tg_company_id for p in to_create]
+                        ).values_list("tg_company_id", "pk")
                     )
                     for partner in to_create:
                         partner.pk = created_ids[partner.tg_company_id]
@@ -763,7 +775,7 @@ class PartnerListImport:
             self.result.notices.append("Ignored unknown columns: " + ", ".join(source.ignored_columns) + ".")
         self.check(source)
         if not self.result.ok:
-            self.result.problems.sort(key=lambda p: (p.row or 0))
+            self.result.problems.sort(key=lambda p: p.row or 0)
             self.result.preview.sort(key=lambda outcome: outcome.row)
             return self.result
         self.apply(source)

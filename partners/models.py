@@ -10,8 +10,8 @@ from django_countries.fields import CountryField
 
 BUID_PATTERN = r"^[A-Z]{2}[0-9]{8}[A-Z0-9]{2}$"
 validate_buid = RegexValidator(
-    BUID_PATTERN, "A Trading Grid company id (BUID) is two letters, eight digits and two letters or digits, "
-    "like GC00804444LX."
+    BUID_PATTERN,
+    "A Trading Grid company id (BUID) is two letters, eight digits and two letters or digits, like GC00804444LX.",
 )
 TRADING_ADDRESS_PATTERN = r"^[0-9A-Z]{2}:[^\s:]{1,35}$"
 validate_trading_address = RegexValidator(
@@ -83,18 +83,14 @@ class ProductLine(models.Model):
 
 
 class TradingPartner(models.Model):
-    tg_company_id = models.CharField(
-        "TG company id (BUID)", max_length=12, unique=True, validators=[validate_buid]
-    )
+    tg_company_id = models.CharField("TG company id (BUID)", max_length=12, unique=True, validators=[validate_buid])
     name = models.CharField(max_length=200)
     legal_name = models.CharField(max_length=200, blank=True)
     partner_type = models.CharField(max_length=20, choices=PartnerType.choices)
     region = models.CharField(max_length=10, choices=Region.choices, blank=True)
     country_code = CountryField("country", blank=True)
     tier = models.CharField(max_length=20, choices=Tier.choices, blank=True)
-    onboarding_status = models.CharField(
-        max_length=20, choices=OnboardingStatus.choices, default=OnboardingStatus.NEW
-    )
+    onboarding_status = models.CharField(max_length=20, choices=OnboardingStatus.choices, default=OnboardingStatus.NEW)
     compliance_status = models.CharField(
         max_length=20, choices=ComplianceStatus.choices, default=ComplianceStatus.UNKNOWN
     )
@@ -137,6 +133,9 @@ class TradingAddress(models.Model):
         ordering = ["-is_primary", "address"]
         verbose_name_plural = "trading addresses"
 
+    def __str__(self):
+        return self.address
+
     def save(self, *args, **kwargs):
         self.address = self.address.strip().upper()
         super().save(*args, **kwargs)
@@ -144,9 +143,6 @@ class TradingAddress(models.Model):
     @property
     def qualifier(self) -> str:
         return self.address.split(":", 1)[0]
-
-    def __str__(self):
-        return self.address
 
 
 class ContactRole(models.TextChoices):
@@ -184,7 +180,9 @@ class Contact(models.Model):
     language = models.CharField(max_length=10, blank=True, help_text="ISO 639-1 code, e.g. en, de, pt-BR.")
     timezone = models.CharField(max_length=64, blank=True)
     marketing_status = models.CharField(
-        max_length=20, choices=MarketingStatus.choices, default=MarketingStatus.UNKNOWN,
+        max_length=20,
+        choices=MarketingStatus.choices,
+        default=MarketingStatus.UNKNOWN,
         help_text="As Mailchimp reports it.",
     )
     source = models.CharField(max_length=20, choices=ContactSource.choices, default=ContactSource.ADMIN)
@@ -196,12 +194,12 @@ class Contact(models.Model):
         constraints = [models.UniqueConstraint(fields=["partner", "email"], name="contact_email_per_partner")]
         indexes = [models.Index(fields=["email"]), models.Index(fields=["updated_at"])]
 
+    def __str__(self):
+        return f"{self.full_name} <{self.email}>" if self.full_name else self.email
+
     @property
     def full_name(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
-
-    def __str__(self):
-        return f"{self.full_name} <{self.email}>" if self.full_name else self.email
 
 
 class IssueCategory(models.TextChoices):
@@ -267,12 +265,12 @@ class CommunityIssue(models.Model):
             models.Index(fields=["category", "raised_at"]),
         ]
 
+    def __str__(self):
+        return f"{self.tg_issue_id}: {self.title}"
+
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_ISSUE_STATUSES
-
-    def __str__(self):
-        return f"{self.tg_issue_id}: {self.title}"
 
 
 class ImportStatus(models.TextChoices):
@@ -323,7 +321,4 @@ class PartnerImport(models.Model):
 
     @property
     def summary(self) -> str:
-        return (
-            f"created={self.created} updated={self.updated} "
-            f"unchanged={self.unchanged} errors={self.error_count}"
-        )
+        return f"created={self.created} updated={self.updated} unchanged={self.unchanged} errors={self.error_count}"

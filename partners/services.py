@@ -209,9 +209,11 @@ def partners_seed_demo(*, records: list[dict], managers: list[AbstractBaseUser],
     issue history; partners already present are left as they are. Returns how many were created."""
     now = now or timezone.now()
     shift = now - DEMO_EPOCH
-    existing = set(TradingPartner.objects.filter(tg_company_id__in=[r["tg_company_id"] for r in records]).values_list(
-        "tg_company_id", flat=True
-    ))
+    existing = set(
+        TradingPartner.objects.filter(tg_company_id__in=[r["tg_company_id"] for r in records]).values_list(
+            "tg_company_id", flat=True
+        )
+    )
     new_records = [r for r in records if r["tg_company_id"] not in existing]
     if not new_records:
         return 0
@@ -235,9 +237,11 @@ def partners_seed_demo(*, records: list[dict], managers: list[AbstractBaseUser],
             )
         )
     TradingPartner.objects.bulk_create(partners)
-    ids = dict(TradingPartner.objects.filter(tg_company_id__in=[p.tg_company_id for p in partners]).values_list(
-        "tg_company_id", "pk"
-    ))
+    ids = dict(
+        TradingPartner.objects.filter(tg_company_id__in=[p.tg_company_id for p in partners]).values_list(
+            "tg_company_id", "pk"
+        )
+    )
     links = TradingPartner.product_lines.through
     links.objects.bulk_create(
         [

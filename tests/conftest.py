@@ -50,3 +50,20 @@ def _forbid_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `broker` need a real Redis broker and a database other processes can open."""
+    from django.conf import settings
+
+    reasons = []
+    if not settings.REDIS_URL:
+        reasons.append("REDIS_URL is not set (no real broker)")
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        reasons.append("DATABASE_URL is not set (SQLite test databases live in memory, out of a worker's reach)")
+    if not reasons:
+        return
+    skip = pytest.mark.skip(reason="needs Redis and PostgreSQL: " + "; ".join(reasons))
+    for item in items:
+        if "broker" in item.keywords:
+            item.add_marker(skip)

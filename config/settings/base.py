@@ -159,6 +159,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Files with more rows than this are imported by a Celery job instead of inside the request.
 PARTNER_IMPORT_SYNC_MAX_ROWS = env.int("PARTNER_IMPORT_SYNC_MAX_ROWS", default=5000)
 PARTNER_IMPORT_MAX_BYTES = env.int("PARTNER_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
+# `seed_demo` runs with DEBUG on, or when this is set; production never allows it.
+DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=False)
 
 # --- Mailchimp (connectors/mailchimp) ---------------------------------------------------------
 MAILCHIMP_API_KEY = env("MAILCHIMP_API_KEY", default="")

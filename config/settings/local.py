@@ -6,7 +6,7 @@ from .base import env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="INSECURE-local-dev-key-do-not-use-in-production")
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "0.0.0.0"])
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 # The emulators `make run` starts (ports 8301 and 8302), with fake credentials they accept.
 MAILCHIMP_API_KEY = env("MAILCHIMP_API_KEY", default="0123456789abcdef0123456789abcdef-us21")

@@ -17,11 +17,10 @@ REQUIRED = (
 )
 _missing = [name for name in REQUIRED if not env.str(name, default="").strip()]
 if _missing:
-    raise ImproperlyConfigured(
-        "Production settings need these environment variables: " + ", ".join(_missing)
-    )
+    raise ImproperlyConfigured("Production settings need these environment variables: " + ", ".join(_missing))
 
 DEBUG = False
+DEMO_DATA_ALLOWED = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")
 if SECRET_KEY.startswith("INSECURE") or len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be a real secret of at least 32 characters.")

@@ -42,12 +42,20 @@ def test_import_creates_partners_contacts_and_product_lines():
     assert result.summary == "created=3 updated=0 unchanged=0 errors=0"
     acme = TradingPartner.objects.get(tg_company_id="GC00804444LX")
     assert (acme.name, acme.partner_type, acme.region, acme.country_code, acme.tier) == (
-        "Acme Foods", "supplier", "emea", "DE", "strategic",
+        "Acme Foods",
+        "supplier",
+        "emea",
+        "DE",
+        "strategic",
     )
     assert sorted(acme.product_lines.values_list("name", flat=True)) == ["Dairy", "Frozen Foods"]
     anna = acme.contacts.get(email="anna@acme.de")
     assert (anna.first_name, anna.role, anna.phone, anna.language, anna.source) == (
-        "Anna", "primary", "+49 30 1234", "de", ContactSource.IMPORT,
+        "Anna",
+        "primary",
+        "+49 30 1234",
+        "de",
+        ContactSource.IMPORT,
     )
     assert Contact.objects.count() == 3
     assert acme.partner_manager is None
@@ -69,7 +77,10 @@ def test_changed_rows_are_updated_and_counted():
     run(csv_bytes(*ROWS))
     changed = [
         ROWS[0].replace("strategic", "preferred").replace("Frozen Foods|Dairy", "Dairy|Beverages"),
-        ROWS[1].replace("strategic", "preferred").replace("Frozen Foods|Dairy", "Dairy|Beverages").replace("Olaf", "Olav"),
+        ROWS[1]
+        .replace("strategic", "preferred")
+        .replace("Frozen Foods|Dairy", "Dairy|Beverages")
+        .replace("Olaf", "Olav"),
         ROWS[2],
         "GC00800001US,Swift Carriers,carrier,NA,US,standard,,night@swift.com,Nia,Park,logistics,,en",
     ]
@@ -153,9 +164,12 @@ def test_quoted_cells_with_commas_and_newlines():
 
 
 def test_unknown_columns_are_ignored_and_reported():
-    result = run(csv_bytes("GC00804444LX,Acme,supplier,DE,a@acme.de,call back", header=(
-        "tg_company_id,partner_name,partner_type,country_code,contact_email,notes"
-    )))
+    result = run(
+        csv_bytes(
+            "GC00804444LX,Acme,supplier,DE,a@acme.de,call back",
+            header=("tg_company_id,partner_name,partner_type,country_code,contact_email,notes"),
+        )
+    )
 
     assert result.ok
     assert "Ignored unknown columns: notes." in result.notices
@@ -280,15 +294,22 @@ def test_missing_required_columns_are_named_before_any_row_is_read():
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"PK\x03\x04\x14\x00\x06\x00" + bytes(200), "The file is not a CSV file: it looks like a ZIP archive or an "
-         "Excel/Word file (.xlsx, .docx). Save it as CSV and try again."),
-        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "The file is not a CSV file: it looks like a PDF document. Save it "
-         "as CSV and try again."),
+        (
+            b"PK\x03\x04\x14\x00\x06\x00" + bytes(200),
+            "The file is not a CSV file: it looks like a ZIP archive or an "
+            "Excel/Word file (.xlsx, .docx). Save it as CSV and try again.",
+        ),
+        (
+            b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj",
+            "The file is not a CSV file: it looks like a PDF document. Save it as CSV and try again.",
+        ),
         (b"\x00\x01\x02\x03binary\x00junk", "The file is not a CSV file: it contains binary data."),
         (b"", "The file is empty."),
         (HEADER.encode() + b"\n", "The file has a header but no data rows."),
-        (b"tg_company_id\x81,partner\x8d\n", "The file is not a CSV file: it cannot be read as UTF-8 or Windows-1252 "
-         "text."),
+        (
+            b"tg_company_id\x81,partner\x8d\n",
+            "The file is not a CSV file: it cannot be read as UTF-8 or Windows-1252 text.",
+        ),
     ],
 )
 def test_files_that_are_not_partner_lists(data, expected):

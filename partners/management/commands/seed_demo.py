@@ -34,8 +34,7 @@ class Command(BaseCommand):
         managers = [users["maria"], users["james"], users["olivia"]]
         created = partners_seed_demo(records=demo_partner_records(options["partners"]), managers=managers)
         self.stdout.write(f"Demo partners created: {created} (already present ones are left as they are).")
-        self.stdout.write("Sign in at http://127.0.0.1:8000/ with one of these (password for all: "
-                          f"{DEMO_PASSWORD}):")
+        self.stdout.write(f"Sign in at http://127.0.0.1:8000/ with one of these (password for all: {DEMO_PASSWORD}):")
         for username, email, _, _, groups, superuser in DEMO_USERS:
             role = "superuser" if superuser else ", ".join(groups)
             self.stdout.write(f"  {username:<8} {email:<36} {role}")
@@ -46,8 +45,13 @@ class Command(BaseCommand):
         for username, email, first, last, groups, superuser in DEMO_USERS:
             user, created = user_model.objects.get_or_create(
                 username=username,
-                defaults={"email": email, "first_name": first, "last_name": last, "is_staff": True,
-                          "is_superuser": superuser},
+                defaults={
+                    "email": email,
+                    "first_name": first,
+                    "last_name": last,
+                    "is_staff": True,
+                    "is_superuser": superuser,
+                },
             )
             if created:
                 user.set_password(DEMO_PASSWORD)

@@ -7,7 +7,6 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from config.schedules import BEAT_SCHEDULE
 
 
-
 class Command(BaseCommand):
     help = "Create or update every periodic task defined in config/schedules.py; remove ones no longer defined."
 
