@@ -14,7 +14,10 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import re
+import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -443,11 +446,114 @@ class RowValidator:
 # --- The import -------------------------------------------------------------------------------------
 
 
-@dataclass
-class _PartnerPlan:
-    first_row: int
-    values: dict
-    value_rows: dict  # column -> row the value came from, for "differs from row N"
+class ScratchStore:
+    """An import's working memory on disk (a private temporary SQLite database, deleted when closed), so
+    memory does not grow with the file: the contacts seen so far, and each partner's merged columns, the
+    rows they came from, its id and its outcome. Recently used partner plans stay in a small cache, since a
+    file's rows usually come grouped by partner."""
+
+    CACHED_PLANS = 2000
+
+    def __init__(self):
+        self.db = sqlite3.connect("")
+        self.db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            CREATE TABLE contact (key TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE partner (
+                buid TEXT PRIMARY KEY, first_row INTEGER NOT NULL, plan TEXT NOT NULL,
+                id INTEGER, status TEXT, detail TEXT
+            );
+            """
+        )
+        self._plans: OrderedDict[str, dict] = OrderedDict()
+        self._dirty: set[str] = set()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def first_row_of_contact(self, buid: str, email: str, row: int) -> int:
+        key = f"{buid}\x1f{email}"
+        if self.db.execute("INSERT OR IGNORE INTO contact VALUES (?, ?)", (key, row)).rowcount:
+            return row
+        return self.db.execute("SELECT row FROM contact WHERE key = ?", (key,)).fetchone()[0]
+
+    def partner_plan(self, buid: str) -> dict | None:
+        plan = self._plans.get(buid)
+        if plan is not None:
+            self._plans.move_to_end(buid)
+            return plan
+        found = self.db.execute("SELECT plan FROM partner WHERE buid = ?", (buid,)).fetchone()
+        if found is None:
+            return None
+        plan = _decode_plan(found[0])
+        self._cache(buid, plan)
+        return plan
+
+    def add_partner_plan(self, buid: str, plan: dict) -> None:
+        self.db.execute("INSERT INTO partner (buid, first_row, plan) VALUES (?, ?, ?)", (buid, plan["row"], "{}"))
+        self._dirty.add(buid)
+        self._cache(buid, plan)
+
+    def plan_changed(self, buid: str) -> None:
+        self._dirty.add(buid)
+
+    def _cache(self, buid: str, plan: dict) -> None:
+        self._plans[buid] = plan
+        if len(self._plans) > self.CACHED_PLANS:
+            old, old_plan = self._plans.popitem(last=False)
+            if old in self._dirty:
+                self._write(old, old_plan)
+
+    def _write(self, buid: str, plan: dict) -> None:
+        self.db.execute("UPDATE partner SET plan = ? WHERE buid = ?", (json.dumps(plan), buid))
+        self._dirty.discard(buid)
+
+    def flush(self) -> None:
+        for buid in list(self._dirty):
+            self._write(buid, self._plans[buid])
+
+    def partner_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM partner").fetchone()[0]
+
+    def partner_chunks(self, size: int) -> Iterator[list[tuple[str, dict]]]:
+        """Every partner plan in the order the file first named them, `size` at a time."""
+        self.flush()
+        last = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT rowid, buid, plan FROM partner WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, size)
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(buid, _decode_plan(plan)) for _, buid, plan in rows]
+
+    def record_partner_outcomes(self, outcomes: list[tuple[int, str, str, str]]) -> None:
+        """(id, status, detail, buid) per partner."""
+        self.db.executemany("UPDATE partner SET id = ?, status = ?, detail = ? WHERE buid = ?", outcomes)
+
+    def partner_outcomes(self, buids: set[str]) -> dict[str, tuple[int, int, str, str]]:
+        """BUID -> (id, first row, status, detail)."""
+        found = {}
+        names = list(buids)
+        for start in range(0, len(names), 500):
+            batch = names[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            for buid, partner_id, first_row, status, detail in self.db.execute(
+                f"SELECT buid, id, first_row, status, detail FROM partner WHERE buid IN ({marks})",  # noqa: S608
+                batch,
+            ):
+                found[buid] = (partner_id, first_row, status, detail)
+        return found
+
+
+def _decode_plan(text: str) -> dict:
+    plan = json.loads(text)
+    if "product_lines" in plan["values"]:
+        plan["values"]["product_lines"] = tuple(plan["values"]["product_lines"])
+    return plan
 
 
 class PartnerListImport:
@@ -474,7 +580,7 @@ class PartnerListImport:
         self.preview_limit = preview_limit
         self.progress = progress or (lambda phase, done, total: None)
         self.result = ImportResult(dry_run=dry_run)
-        self.partners: dict[str, _PartnerPlan] = {}
+        self.scratch = ScratchStore()
 
     # Problems -----------------------------------------------------------------------------------
     def _problem(self, problem: ImportProblem) -> None:
@@ -498,7 +604,6 @@ class PartnerListImport:
             .values_list("pk", "email")
         }
         validator = RowValidator(staff_by_email)
-        contact_rows: dict[tuple[str, str], int] = {}
         rows = 0
         for row, raw in source.rows():
             rows += 1
@@ -508,10 +613,10 @@ class PartnerListImport:
             buid, partner_values, partner_errors = validator.partner_values(raw)
             email, contact_values, contact_errors = validator.contact_values(raw)
             problems = [ImportProblem(message, row, column) for column, message in partner_errors + contact_errors]
-            if not partner_errors or all(column != "tg_company_id" for column, _ in partner_errors):
+            if all(column != "tg_company_id" for column, _ in partner_errors):
                 problems += self._merge_partner(row, buid, partner_values)
-            if email and not any(column == "contact_email" for column, _ in contact_errors):
-                first = contact_rows.setdefault((buid, email), row)
+            if email and all(column != "contact_email" for column, _ in contact_errors):
+                first = self.scratch.first_row_of_contact(buid, email, row)
                 if first != row:
                     problems.append(
                         ImportProblem(
@@ -525,25 +630,28 @@ class PartnerListImport:
         self.result.total_rows = rows
         if rows == 0:
             self._problem(ImportProblem("The file has a header but no data rows."))
-        if self.restrict_to_manager_id is not None and self.partners:
+            self.result.error_rows = 1
+        if self.restrict_to_manager_id is not None:
             self._check_ownership()
 
     def _merge_partner(self, row: int, buid: str, values: dict) -> list[ImportProblem]:
-        plan = self.partners.get(buid)
+        """Remember the partner's columns; a later row may fill a blank cell but not contradict a value."""
+        plan = self.scratch.partner_plan(buid)
         if plan is None:
-            self.partners[buid] = _PartnerPlan(row, dict(values), {column: row for column in values})
+            self.scratch.add_partner_plan(buid, {"row": row, "values": values, "rows": dict.fromkeys(values, row)})
             return []
         problems = []
         for column, value in values.items():
-            known = plan.values.get(column)
+            known = plan["values"].get(column)
             if known is None:
-                plan.values[column] = value
-                plan.value_rows[column] = row
+                plan["values"][column] = value
+                plan["rows"][column] = row
+                self.scratch.plan_changed(buid)
             elif known != value:
                 problems.append(
                     ImportProblem(
                         f"'{_display(value)}' differs from '{_display(known)}' given for {buid} "
-                        f"in row {plan.value_rows[column]}.",
+                        f"in row {plan['rows'][column]}.",
                         row,
                         column,
                     )
@@ -553,11 +661,11 @@ class PartnerListImport:
     def _check_ownership(self) -> None:
         """A partner manager who is not an administrator may only change the partners they manage."""
         user_model = get_user_model()
-        buids = list(self.partners)
         names = {}
-        for start in range(0, len(buids), CHUNK_ROWS):
+        for chunk in self.scratch.partner_chunks(CHUNK_ROWS):
+            plans = dict(chunk)
             owned_elsewhere = (
-                TradingPartner.objects.filter(tg_company_id__in=buids[start : start + CHUNK_ROWS])
+                TradingPartner.objects.filter(tg_company_id__in=list(plans))
                 .exclude(partner_manager_id=self.restrict_to_manager_id)
                 .values_list("tg_company_id", "partner_manager_id")
             )
@@ -566,34 +674,24 @@ class PartnerListImport:
                     manager = user_model.objects.filter(pk=manager_id).first()
                     names[manager_id] = (manager.get_full_name() or manager.get_username()) if manager else "someone"
                 owner = names.get(manager_id, "no one")
-                row = self.partners[buid].first_row
-                self._row_error(
-                    row,
-                    buid,
-                    "",
-                    [
-                        ImportProblem(
-                            f"{buid} is managed by {owner}; "
-                            "only its partner manager or an administrator can change it.",
-                            row,
-                            "tg_company_id",
-                        )
-                    ],
-                )
+                row = plans[buid]["row"]
+                message = f"{buid} is managed by {owner}; only its partner manager or an administrator can change it."
+                self._row_error(row, buid, "", [ImportProblem(message, row, "tg_company_id")])
 
     # Pass 2 ---------------------------------------------------------------------------------------
     def apply(self, source: CsvSource) -> None:
         with transaction.atomic():
-            partner_ids, partner_row_status = self._apply_partners()
-            self._apply_contacts(source, partner_ids, partner_row_status)
+            self._apply_partners()
+            self._apply_contacts(source)
             if self.dry_run:
                 transaction.set_rollback(True)
 
     def _product_line_ids(self) -> dict[str, int]:
         wanted: dict[str, str] = {}
-        for plan in self.partners.values():
-            for name in plan.values.get("product_lines", ()):
-                wanted.setdefault(name.lower(), name)
+        for chunk in self.scratch.partner_chunks(CHUNK_ROWS):
+            for _, plan in chunk:
+                for name in plan["values"].get("product_lines", ()):
+                    wanted.setdefault(name.lower(), name)
         known = dict(ProductLine.objects.annotate(key=Lower("name")).values_list("key", "pk"))
         missing = [ProductLine(name=name) for key, name in wanted.items() if key not in known]
         if missing:
@@ -601,27 +699,24 @@ class PartnerListImport:
             known = dict(ProductLine.objects.annotate(key=Lower("name")).values_list("key", "pk"))
         return known
 
-    def _apply_partners(self) -> tuple[dict[str, int], dict[str, tuple[str, str]]]:
-        """Upsert every partner of the file; returns BUID -> id and BUID -> (row status, detail)."""
+    def _apply_partners(self) -> None:
+        """Upsert every partner of the file, chunk by chunk; each one's id and outcome go to the scratch store."""
         line_ids = self._product_line_ids()
         links = TradingPartner.product_lines.through
-        partner_ids: dict[str, int] = {}
-        row_status: dict[str, tuple[str, str]] = {}
-        buids = list(self.partners)
         log_entries: list[LogEntry] = []
-        for start in range(0, len(buids), CHUNK_ROWS):
-            chunk = buids[start : start + CHUNK_ROWS]
-            existing = {p.tg_company_id: p for p in TradingPartner.objects.filter(tg_company_id__in=chunk)}
+        for chunk in self.scratch.partner_chunks(CHUNK_ROWS):
+            plans = dict(chunk)
+            existing = {p.tg_company_id: p for p in TradingPartner.objects.filter(tg_company_id__in=list(plans))}
             current_lines: dict[int, set[int]] = {}
             for partner_id, line_id in links.objects.filter(
                 tradingpartner_id__in=[p.pk for p in existing.values()]
             ).values_list("tradingpartner_id", "productline_id"):
                 current_lines.setdefault(partner_id, set()).add(line_id)
             to_create, to_update, update_fields = [], [], set()
-            new_links, stale_links = [], []
+            new_links, stale_links, outcomes = [], [], []
             wanted_lines: dict[str, set[int]] = {}
-            for buid in chunk:
-                values = self.partners[buid].values
+            for buid, plan in chunk:
+                values = plan["values"]
                 if "product_lines" in values:
                     wanted_lines[buid] = {line_ids[name.lower()] for name in values["product_lines"]}
                 partner = existing.get(buid)
@@ -629,22 +724,23 @@ class PartnerListImport:
                     partner = TradingPartner(tg_company_id=buid, partner_manager_id=self.default_manager_id)
                     self._assign_partner_fields(partner, values)
                     to_create.append(partner)
-                    row_status[buid] = ("new", "new partner")
                     continue
                 changed = self._assign_partner_fields(partner, values)
                 if changed:
                     to_update.append(partner)
                     update_fields.update(changed)
                 lines = wanted_lines.get(buid)
-                if lines is not None and lines != current_lines.get(partner.pk, set()):
-                    have = current_lines.get(partner.pk, set())
+                have = current_lines.get(partner.pk, set())
+                if lines is not None and lines != have:
                     new_links += [links(tradingpartner_id=partner.pk, productline_id=i) for i in lines - have]
                     stale_links += [(partner.pk, i) for i in have - lines]
                     changed.append("product_lines")
-                partner_ids[buid] = partner.pk
                 if changed:
-                    row_status[buid] = ("updated", "partner: " + ", ".join(sorted(changed)))
+                    outcomes.append((partner.pk, "updated", "partner: " + ", ".join(sorted(changed)), buid))
                     self._log(log_entries, partner.pk, buid, CHANGE, "Changed " + ", ".join(sorted(changed)))
+                    self.result.partners_updated += 1
+                else:
+                    outcomes.append((partner.pk, "unchanged", "", buid))
             if to_create:
                 TradingPartner.objects.bulk_create(to_create)
                 if to_create[0].pk is None:  # backends that cannot return ids from bulk inserts
@@ -656,12 +752,12 @@ class PartnerListImport:
                     for partner in to_create:
                         partner.pk = created_ids[partner.tg_company_id]
                 for partner in to_create:
-                    partner_ids[partner.tg_company_id] = partner.pk
+                    buid = partner.tg_company_id
+                    outcomes.append((partner.pk, "new", "new partner", buid))
                     new_links += [
-                        links(tradingpartner_id=partner.pk, productline_id=i)
-                        for i in wanted_lines.get(partner.tg_company_id, ())
+                        links(tradingpartner_id=partner.pk, productline_id=i) for i in wanted_lines.get(buid, ())
                     ]
-                    self._log(log_entries, partner.pk, partner.tg_company_id, ADDITION, "Created")
+                    self._log(log_entries, partner.pk, buid, ADDITION, "Created")
                 self.result.partners_created += len(to_create)
             if to_update:
                 TradingPartner.objects.bulk_update(to_update, sorted(update_fields | {"updated_at"}))
@@ -669,10 +765,10 @@ class PartnerListImport:
                 links.objects.filter(tradingpartner_id=partner_id, productline_id=line_id).delete()
             if new_links:
                 links.objects.bulk_create(new_links, ignore_conflicts=True)
-            self.result.partners_updated += sum(1 for b in chunk if row_status.get(b, ("",))[0] == "updated")
-        if log_entries:
-            LogEntry.objects.bulk_create(log_entries)
-        return partner_ids, row_status
+            self.scratch.record_partner_outcomes(outcomes)
+            if log_entries:
+                LogEntry.objects.bulk_create(log_entries)
+                log_entries = []
 
     def _assign_partner_fields(self, partner: TradingPartner, values: dict) -> list[str]:
         changed = []
@@ -703,37 +799,35 @@ class PartnerListImport:
             )
         )
 
-    def _apply_contacts(
-        self, source: CsvSource, partner_ids: dict[str, int], partner_row_status: dict[str, tuple[str, str]]
-    ) -> None:
+    def _apply_contacts(self, source: CsvSource) -> None:
         validator = RowValidator({})
         chunk: list[tuple[int, str, str, dict]] = []
         done = 0
         for row, raw in source.rows():
-            buid = raw["tg_company_id"].upper()
             email, values, _ = validator.contact_values(raw)
-            chunk.append((row, buid, email, values))
+            chunk.append((row, raw["tg_company_id"].upper(), email, values))
             if len(chunk) == CHUNK_ROWS:
-                done += self._apply_contact_chunk(chunk, partner_ids, partner_row_status)
+                done += self._apply_contact_chunk(chunk)
                 self.progress("importing", done, self.result.total_rows)
                 chunk = []
         if chunk:
-            done += self._apply_contact_chunk(chunk, partner_ids, partner_row_status)
+            done += self._apply_contact_chunk(chunk)
             self.progress("importing", done, self.result.total_rows)
 
-    def _apply_contact_chunk(self, chunk, partner_ids, partner_row_status) -> int:
-        ids = {partner_ids[buid] for _, buid, _, _ in chunk}
-        emails = {email for _, _, email, _ in chunk}
+    def _apply_contact_chunk(self, chunk: list[tuple[int, str, str, dict]]) -> int:
+        partners = self.scratch.partner_outcomes({buid for _, buid, _, _ in chunk})
         existing = {
             (c.partner_id, c.email): c
-            for c in Contact.objects.filter(partner_id__in=ids, email__in=emails).only(
-                "id", "partner_id", "email", *CONTACT_COLUMNS
-            )
+            for c in Contact.objects.filter(
+                partner_id__in={partner_id for partner_id, _, _, _ in partners.values()},
+                email__in={email for _, _, email, _ in chunk},
+            ).only("id", "partner_id", "email", *CONTACT_COLUMNS)
         }
         to_create, to_update, update_fields = [], [], set()
         for row, buid, email, values in chunk:
-            partner_id = partner_ids[buid]
-            status, detail = partner_row_status.pop(buid, ("unchanged", ""))
+            partner_id, first_row, status, detail = partners[buid]
+            if row != first_row:  # a partner's own outcome counts on the first row that names it
+                status, detail = "unchanged", ""
             contact = existing.get((partner_id, email))
             if contact is None:
                 to_create.append(Contact(partner_id=partner_id, email=email, source=ContactSource.IMPORT, **values))
@@ -763,6 +857,12 @@ class PartnerListImport:
 
     # Both passes -----------------------------------------------------------------------------------
     def run(self) -> ImportResult:
+        try:
+            return self._run()
+        finally:
+            self.scratch.close()
+
+    def _run(self) -> ImportResult:
         try:
             source = CsvSource(self.stream)
         except ImportFileError as exc:

@@ -411,3 +411,28 @@ def test_trading_addresses_are_left_alone():
     run(csv_bytes(ROWS[0]))
 
     assert list(partner.trading_addresses.values_list("address", flat=True)) == ["ZZ:ACME"]
+
+
+def test_partner_plans_spilled_to_disk_keep_merges_and_conflicts(monkeypatch):
+    """With a tiny in-memory cache every partner plan is written out and read back between its rows."""
+    from partners.imports import ScratchStore
+
+    monkeypatch.setattr(ScratchStore, "CACHED_PLANS", 1)
+    header = "tg_company_id,partner_name,partner_type,country_code,tier,contact_email"
+    rows = [
+        "GC00000001AA,One,supplier,DE,,a@one.de",
+        "GC00000002AA,Two,carrier,US,standard,a@two.com",
+        "GC00000001AA,One,supplier,DE,strategic,b@one.de",  # fills One's blank tier after eviction
+        "GC00000002AA,Two,carrier,US,standard,b@two.com",
+    ]
+
+    result = run(csv_bytes(*rows, header=header))
+
+    assert result.summary == "created=4 updated=0 unchanged=0 errors=0"
+    assert TradingPartner.objects.get(tg_company_id="GC00000001AA").tier == "strategic"
+
+    conflicting = rows + ["GC00000001AA,One,supplier,DE,preferred,c@one.de"]
+    result = run(csv_bytes(*conflicting, header=header))
+    assert [str(p) for p in result.problems] == [
+        "Row 6, column tier: 'preferred' differs from 'strategic' given for GC00000001AA in row 4."
+    ]

@@ -1,0 +1,15 @@
+"""`make bench`: every benchmark in bench/, one after the other. Arguments go to each of them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHES = ["import_partners.py"]
+
+if __name__ == "__main__":
+    here = Path(__file__).resolve().parent
+    failed = 0
+    for bench in BENCHES:
+        print(f"=== {bench}", flush=True)
+        failed |= subprocess.run([sys.executable, str(here / bench), *sys.argv[1:]]).returncode
+    sys.exit(failed)
