@@ -110,9 +110,11 @@ def child(phase: str, path: str, rows: int, partners: int) -> None:
         # The same rows, inserted with nothing but bulk_create.
         with transaction.atomic():
             lines = ProductLine.objects.bulk_create([ProductLine(name=name) for name in PRODUCT_LINES])
-            line_ids = {line.name: line.pk for line in ProductLine.objects.all()} if lines[0].pk is None else {
-                line.name: line.pk for line in lines
-            }
+            line_ids = (
+                {line.name: line.pk for line in ProductLine.objects.all()}
+                if lines[0].pk is None
+                else {line.name: line.pk for line in lines}
+            )
             links = TradingPartner.product_lines.through
             batch_partners, batch_contacts, batch_links = [], [], []
             seen: dict[str, int] = {}
@@ -120,8 +122,12 @@ def child(phase: str, path: str, rows: int, partners: int) -> None:
                 if row[0] not in seen:
                     batch_partners.append(
                         TradingPartner(
-                            tg_company_id=row[0], name=row[1], partner_type=row[2], region=row[3],
-                            country_code=row[4], tier=row[5],
+                            tg_company_id=row[0],
+                            name=row[1],
+                            partner_type=row[2],
+                            region=row[3],
+                            country_code=row[4],
+                            tier=row[5],
                         )
                     )
                     seen[row[0]] = -1
@@ -162,8 +168,14 @@ def _flush(batch_partners, batch_contacts, batch_links, seen, line_ids, links, C
             )
         contacts.append(
             Contact(
-                partner_id=partner_id, email=row[7], first_name=row[8], last_name=row[9], role=row[10],
-                phone=row[11], language=row[12], source="import",
+                partner_id=partner_id,
+                email=row[7],
+                first_name=row[8],
+                last_name=row[9],
+                role=row[10],
+                phone=row[11],
+                language=row[12],
+                source="import",
             )
         )
     Contact.objects.bulk_create(contacts)
@@ -193,21 +205,34 @@ def fresh_database(env: dict) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
     else:
-        admin_url = url.rsplit("/", 1)[0] + "/postgres"
-        script = (
-            "import psycopg; c = psycopg.connect(%r, autocommit=True); "
-            "c.execute('DROP DATABASE IF EXISTS partnerlink_bench WITH (FORCE)'); "
-            "c.execute('CREATE DATABASE partnerlink_bench')" % admin_url.replace("postgres://", "postgresql://")
-        )
-        subprocess.run([sys.executable, "-c", script], check=True)
+        import psycopg
+
+        admin_url = url.rsplit("/", 1)[0].replace("postgres://", "postgresql://") + "/postgres"
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute("DROP DATABASE IF EXISTS partnerlink_bench WITH (FORCE)")
+            connection.execute("CREATE DATABASE partnerlink_bench")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
 
 
 def measure(env: dict, phase: str, path: Path, rows: int, partners: int) -> dict:
     output = subprocess.run(
-        [sys.executable, __file__, "--child", phase, "--file", str(path), "--rows", str(rows), "--partners",
-         str(partners)],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            phase,
+            "--file",
+            str(path),
+            "--rows",
+            str(rows),
+            "--partners",
+            str(partners),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(output.stdout.strip().splitlines()[-1])
 
@@ -244,7 +269,8 @@ def main() -> None:
     quarter = measure(env, "first", small, small_rows, small_partners)
     results.append(("first import, N/4", small_rows, quarter))
 
-    print(f"\nimport_partners on {backend}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"\nimport_partners on {backend}, {machine}")
     print(f"{'phase':<26}{'rows':>9}{'seconds':>10}{'rows/s':>10}{'peak MB':>10}{'+MB':>8}{'x lower':>9}  result")
     for name, rows, r in results:
         ratio = r["seconds"] / lower["seconds"]
@@ -257,7 +283,8 @@ def main() -> None:
         ("unchanged re-import faster than the first import", unchanged["seconds"] < first["seconds"]),
         (
             "peak memory over baseline at N within 2x of N/4 (flat as N grows)",
-            first["peak_rss_mb"] - first["baseline_rss_mb"] <= 2 * max(1, quarter["peak_rss_mb"] - quarter["baseline_rss_mb"]),
+            first["peak_rss_mb"] - first["baseline_rss_mb"]
+            <= 2 * max(1, quarter["peak_rss_mb"] - quarter["baseline_rss_mb"]),
         ),
     ]
     for goal, met in goals:
