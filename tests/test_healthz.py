@@ -21,7 +21,7 @@ def test_healthz_answers_200_when_database_and_broker_answer(client):
 
 def test_healthz_answers_503_when_the_broker_is_down(client, monkeypatch):
     # Nothing listens on loopback port 9, so this broker does not answer.
-    unreachable = Celery("unreachable", broker="redis://127.0.0.1:9/0")
+    unreachable = Celery("unreachable", broker="redis://127.0.0.1:9/0", set_as_current=False)
     monkeypatch.setattr(views, "celery_app", unreachable)
 
     response = client.get("/healthz")
