@@ -185,6 +185,10 @@ class Contact(models.Model):
         default=MarketingStatus.UNKNOWN,
         help_text="As Mailchimp reports it.",
     )
+    email_invalid = models.BooleanField(
+        default=False, help_text="Mailchimp cleaned the address (hard bounce or abuse report)."
+    )
+    marketing_status_changed_at = models.DateTimeField(null=True, blank=True)
     source = models.CharField(max_length=20, choices=ContactSource.choices, default=ContactSource.ADMIN)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -322,3 +326,167 @@ class PartnerImport(models.Model):
     @property
     def summary(self) -> str:
         return f"created={self.created} updated={self.updated} unchanged={self.unchanged} errors={self.error_count}"
+
+
+# --- Mailchimp audiences, segments and sync state (flow F4) ----------------------------------------
+
+
+class AudiencePurpose(models.TextChoices):
+    PARTNERS = "partners", "Partner contacts"
+    INTERNAL = "internal", "Internal teams"
+
+
+class NewMemberStatus(models.TextChoices):
+    SUBSCRIBED = "subscribed", "Subscribed"
+    PENDING = "pending", "Pending (double opt-in email)"
+
+
+class MailchimpAudience(models.Model):
+    name = models.CharField(max_length=200)
+    list_id = models.CharField("Mailchimp list id", max_length=20, unique=True)
+    purpose = models.CharField(max_length=20, choices=AudiencePurpose.choices, default=AudiencePurpose.PARTNERS)
+    new_member_status = models.CharField(
+        max_length=20,
+        choices=NewMemberStatus.choices,
+        default=NewMemberStatus.SUBSCRIBED,
+        help_text="The status a contact gets when Partnerlink adds them; existing members always keep theirs.",
+    )
+    is_default = models.BooleanField(default=False)
+    webhook_id = models.CharField(max_length=40, blank=True, help_text="Set by `manage.py mailchimp_setup`.")
+    last_full_sync_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="one_default_audience"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.list_id})"
+
+
+class ProductLineMatch(models.TextChoices):
+    ANY = "any", "any of them"
+    ALL = "all", "all of them"
+
+
+class Segment(models.Model):
+    """Partners chosen by rules; synced to a Mailchimp static segment of the audience by add/remove diffs."""
+
+    name = models.CharField(max_length=100)
+    audience = models.ForeignKey(MailchimpAudience, on_delete=models.PROTECT, related_name="segments")
+    description = models.TextField(blank=True)
+    partner_types = models.JSONField(default=list, blank=True)
+    regions = models.JSONField(default=list, blank=True)
+    countries = models.JSONField(default=list, blank=True)
+    product_lines = models.ManyToManyField(ProductLine, blank=True, related_name="segments")
+    product_lines_match = models.CharField(max_length=3, choices=ProductLineMatch.choices, default=ProductLineMatch.ANY)
+    tiers = models.JSONField(default=list, blank=True)
+    onboarding_statuses = models.JSONField(default=list, blank=True)
+    issue_categories = models.JSONField(
+        default=list, blank=True, help_text="Partners with an open issue of one of these categories…"
+    )
+    issue_within_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="…raised within this many days (empty: any time)."
+    )
+    min_issue_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Partners with at least this many issues (any status) in that window."
+    )
+    mailchimp_segment_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    member_count = models.PositiveIntegerField(default=0, editable=False, help_text="Contacts we last sent.")
+    remote_member_count = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="Mailchimp's count after the last sync."
+    )
+    last_synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["audience", "name"], name="segment_name_per_audience")]
+
+    def __str__(self):
+        return self.name
+
+
+class SegmentMember(models.Model):
+    """An address we have put into the segment's static segment in Mailchimp: the base of the next diff."""
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="sent_members")
+    email = models.EmailField(max_length=254)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["segment", "email"], name="segment_member_unique")]
+
+
+class ContactSyncState(models.Model):
+    """What Partnerlink last sent to Mailchimp for a contact: an unchanged fingerprint means nothing to send."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="sync_states")
+    audience = models.ForeignKey(MailchimpAudience, on_delete=models.CASCADE, related_name="sync_states")
+    email = models.EmailField(max_length=254, help_text="The address the fingerprint was sent for.")
+    fingerprint = models.CharField(max_length=64)
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["contact", "audience"], name="contact_sync_state_unique"),
+        ]
+
+
+class SyncKind(models.TextChoices):
+    INCREMENTAL = "incremental", "Incremental"
+    FULL = "full", "Full"
+
+
+class SyncStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    ABANDONED = "abandoned", "Abandoned (worker stopped; the next run resumes)"
+
+
+class SyncRun(models.Model):
+    audience = models.ForeignKey(MailchimpAudience, on_delete=models.CASCADE, related_name="sync_runs")
+    kind = models.CharField(max_length=20, choices=SyncKind.choices, default=SyncKind.INCREMENTAL)
+    status = models.CharField(max_length=20, choices=SyncStatus.choices, default=SyncStatus.QUEUED)
+    triggered_by = models.CharField(max_length=100, blank=True, help_text="beat, a user, or a command")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    contacts_total = models.PositiveIntegerField(default=0)
+    contacts_done = models.PositiveIntegerField(default=0)
+    calls = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0, help_text="Unsubscribed or cleaned contacts never sent.")
+    failed = models.PositiveIntegerField(default=0)
+    segments_synced = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["audience", "status"])]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} sync #{self.pk} of {self.audience}"
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    @property
+    def summary(self) -> str:
+        text = (
+            f"calls={self.calls} created={self.created} updated={self.updated} unchanged={self.unchanged} "
+            f"failed={self.failed}"
+        )
+        return text if self.seconds is None else f"{text} seconds={self.seconds:.1f}"
