@@ -177,38 +177,54 @@ class ObservedRequest(Protocol):
     body: str | None
 
 
+class ContractViolationError(AssertionError):
+    """A request our client was about to send breaks the Mailchimp API description."""
+
+
 @dataclass
 class ContractRecorder:
-    """A client request observer that validates each request and keeps the violations."""
+    """A client request observer that validates each request. A violation is recorded and raised at once
+    (the request is not sent), so the test that caused it fails where it happened."""
 
     violations: list[ContractViolation] = field(default_factory=list)
     checked: int = 0
+    _expecting: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, request: ObservedRequest) -> None:
         violation = validate_request(method=request.method, path=request.path, query=request.query, body=request.body)
         with self._lock:
             self.checked += 1
-            if violation:
-                self.violations.append(violation)
+            if violation is None:
+                return
+            self.violations.append(violation)
+            expecting = self._expecting > 0
+        if not expecting:
+            raise ContractViolationError(str(violation))
 
     @contextmanager
     def expect_violations(self) -> Iterator[list[ContractViolation]]:
-        """For a test that sends a bad request on purpose: the block must break the contract, and
-        what it broke is handed back instead of failing the test."""
+        """For a test that sends a bad request on purpose: inside the block violations are only recorded
+        (the request goes out, so the server's answer can be checked); the block must cause at least one,
+        and they are handed back instead of failing the test."""
         with self._lock:
             before = len(self.violations)
+            self._expecting += 1
         caught: list[ContractViolation] = []
-        yield caught
-        with self._lock:
-            caught.extend(self.violations[before:])
-            del self.violations[before:]
+        try:
+            yield caught
+        finally:
+            with self._lock:
+                self._expecting -= 1
+                caught.extend(self.violations[before:])
+                del self.violations[before:]
         if not caught:
             raise AssertionError("expected a request that breaks the Mailchimp API description, none did")
 
     def assert_clean(self) -> None:
+        """Fails if a violation was recorded (e.g. one raised inside code that swallowed the error)."""
         if self.violations:
-            raise AssertionError(
+            raise ContractViolationError(
                 "requests sent to Mailchimp break its API description:\n" + "\n".join(map(str, self.violations))
             )
 

@@ -88,9 +88,7 @@ class MailchimpEmulator:
     # ------------------------------------------------------------------ Python control API
     def reset(self, *, seed_demo: bool = False) -> None:
         """Back to empty (the configured audiences only), faults and holds cleared, deliveries forgotten."""
-        self._interrupt.set()
-        self._interrupt = threading.Event()
-        self.release()
+        self.cut_short_waits()
         self.faults.clear()
         for fault in self._standing_faults:
             self.faults.add(Fault(**{k: v for k, v in vars(fault).items() if k != "id"}))
@@ -105,6 +103,12 @@ class MailchimpEmulator:
             from .demo import seed_demo as seed
 
             seed(self)
+
+    def cut_short_waits(self) -> None:
+        """End injected latencies and holds now (a timed-out client has long gone)."""
+        self._interrupt.set()
+        self._interrupt = threading.Event()
+        self.release()
 
     def hold(self) -> None:
         """Park /3.0 requests (after they count as in flight) until release(): deterministic concurrency tests."""

@@ -57,7 +57,7 @@ class EmulatorServer:
             self._close()
 
     def stop(self) -> None:
-        self.emulator.release()
+        self.emulator.cut_short_waits()
         self._server.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=5)
