@@ -645,10 +645,10 @@ class MailchimpEmulator:
             if batch is None:
                 raise not_found("batch")
             step = batch.status
+            if step == "pending":
+                batch.status = "preprocessing"  # a concurrent poll must not run the operations again
         if step == "pending":
-            results = []
-            for operation in batch.operations:
-                results.append(self._run_operation(operation, base_url=r.base_url))
+            results = [self._run_operation(operation, base_url=r.base_url) for operation in batch.operations]
             with self.state.lock:
                 batch.results, batch.status = results, "started"
         elif step == "started":

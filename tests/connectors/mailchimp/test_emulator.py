@@ -322,3 +322,44 @@ def test_demo_seed(mailchimp_emulator, mailchimp_client):
     ]
     mailchimp_client.trigger_journey_step(journey_id=4101, step_id=41011, email=subscribed[0])
     assert mailchimp_emulator.journey_triggers()[0]["step_id"] == 41011
+
+
+def test_the_management_command_serves_the_seeded_demo():
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "mailchimp_emulator", "--port", str(port), "--seed-demo"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith(f"Mailchimp emulator on http://127.0.0.1:{port}/3.0"), lines
+        assert lines[1].strip() == f"Demo audience {AUDIENCE_ID}"
+        assert lines[2].startswith("  journey 4101 Partner onboarding: steps 41011 Welcome")
+        wait_for(lambda: _answers(port))
+        ping = requests.get(f"http://127.0.0.1:{port}/3.0/ping", auth=("u", API_KEY), timeout=5)
+        assert ping.json() == {"health_status": "Everything's Chimpy!"}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/_emulator/stats", timeout=1).ok
+    except requests.ConnectionError:
+        return False
