@@ -359,9 +359,16 @@ class MailchimpClient:
         )
 
     def get_static_segment_emails(self, *, list_id: str, segment_id: int) -> list[str]:
+        """Everyone in the segment, unsubscribed and cleaned members included, so a diff sees the real membership."""
         members = self._pages(
             lambda count, offset: self._sdk.lists.get_segment_members_list(
-                list_id, str(segment_id), count=count, offset=offset
+                list_id,
+                str(segment_id),
+                count=count,
+                offset=offset,
+                include_unsubscribed=True,
+                include_cleaned=True,
+                include_transactional=True,
             ),
             "members",
         )

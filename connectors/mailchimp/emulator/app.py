@@ -321,6 +321,10 @@ class MailchimpEmulator:
             raise Problem(501, "Not Implemented", f"The emulator does not implement {method} {path}.")
         except Problem as problem:
             return problem.status, problem.as_json()
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # Input the spec lets through but a handler can't use (e.g. an unparsable date).
+            problem = bad_request(f"The emulator could not use this request: {exc.__class__.__name__}: {exc}")
+            return problem.status, problem.as_json()
 
     def _authorized(self, header: str) -> bool:
         scheme, _, credentials = header.partition(" ")

@@ -192,6 +192,10 @@ def test_static_segment_create_and_diffs_of_at_most_500(mailchimp_client, mailch
     assert (
         sorted(mailchimp_client.get_static_segment_emails(list_id=AUDIENCE_ID, segment_id=segment.id)) == emails[550:]
     )
+    mailchimp_emulator.unsubscribe_member(list_id=AUDIENCE_ID, email=emails[600])
+    assert mailchimp_client.get_static_segment(list_id=AUDIENCE_ID, segment_id=segment.id).member_count == 749
+    assert len(mailchimp_client.get_static_segment_emails(list_id=AUDIENCE_ID, segment_id=segment.id)) == 750
+    assert dict(sent_requests[-1].query)["include_unsubscribed"] == "True"  # the SDK's spelling; Mailchimp takes it
 
 
 def test_batch_operations_run_and_their_results_are_read_from_the_tar(mailchimp_client, mailchimp_emulator):
