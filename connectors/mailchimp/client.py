@@ -674,12 +674,13 @@ def _logged(error: MailchimpError) -> MailchimpError:
     level = logging.WARNING if isinstance(error, MailchimpTransientError) else logging.ERROR
     logger.log(
         level,
-        "Mailchimp %s %s failed: status=%s title=%r request_id=%s",
+        "Mailchimp %s %s failed: status=%s title=%r request_id=%s (%s)",
         error.method,
         error.path,
         error.status,
         error.title,
         error.instance or "-",
+        error,  # our own message: method, path, status, detail; never the key
     )
     return error
 
