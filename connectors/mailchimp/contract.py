@@ -1,0 +1,244 @@
+"""Check requests against Mailchimp's own API description (the OpenAPI 3 conversion in spec/).
+
+Used twice: the emulator refuses what the spec refuses, and the test suite checks every request our
+client sends (`contract_check()` installs a recorder as a client request observer). The spec takes about
+a second to load, so it is loaded once per process. Needs openapi-core, a dev/test dependency only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from openapi_core import OpenAPI
+from openapi_core.datatypes import RequestParameters
+from openapi_core.templating.paths.exceptions import OperationNotFound, PathError
+from openapi_core.validation.request.exceptions import (
+    ParameterValidationError,
+    RequestBodyValidationError,
+    SecurityValidationError,
+)
+from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+from .errors import FieldError
+
+SPEC_PATH = Path(__file__).resolve().parent / "spec" / "mailchimp-marketing-3.0.81.openapi3.patched.json"
+# The spec's server is https://server.api.mailchimp.com/3.0: validating against that host means any
+# emulator or proxy URL works, as long as the path carries /3.0.
+_SPEC_HOST_URL = "https://server.api.mailchimp.com"
+# Authentication is the emulator's job (it also takes Bearer tokens, which the spec doesn't describe).
+_STAND_IN_AUTH = {"Authorization": "Basic dXNlcjpjb250cmFjdC1jaGVjaw=="}
+
+_load_lock = threading.Lock()
+_validator: Any = None
+
+
+def spec_validator() -> Any:
+    """The request validator of the spec, built once per process (thread-safe)."""
+    global _validator
+    if _validator is None:
+        with _load_lock:
+            if _validator is None:
+                spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+                _validator = OpenAPI.from_dict(spec).request_validator
+    return _validator
+
+
+ViolationKind = Literal["path", "method", "parameters", "body"]
+
+
+@dataclass(frozen=True)
+class ContractViolation:
+    method: str
+    path: str
+    kind: ViolationKind
+    errors: tuple[FieldError, ...]
+
+    def __str__(self) -> str:
+        details = "; ".join(f"{error.field}: {error.message}" for error in self.errors)
+        return f"{self.method} {self.path} breaks the Mailchimp API description ({self.kind}): {details}"
+
+
+class _SpecRequest:
+    """The request shape openapi-core reads."""
+
+    def __init__(self, *, method: str, path: str, query: Sequence[tuple[str, str]], body: bytes | None) -> None:
+        self.host_url = _SPEC_HOST_URL
+        self.path = path
+        self.method = method.lower()
+        self.body = body
+        self.content_type = "application/json"
+        self.parameters = RequestParameters(query=ImmutableMultiDict(list(query)), header=Headers(_STAND_IN_AUTH))
+
+
+def validate_request(
+    *,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]] | Mapping[str, str] = (),
+    body: bytes | str | None = None,
+) -> ContractViolation | None:
+    """None when the request fits the spec, else what is wrong. `path` includes /3.0.
+    A batch (`POST /3.0/batches`) is also checked operation by operation."""
+    pairs = list(query.items()) if isinstance(query, Mapping) else list(query)
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    request = _SpecRequest(method=method, path=path, query=[(k, str(v)) for k, v in pairs], body=raw)
+    kind: ViolationKind = "parameters"
+    errors: list[FieldError] = []
+    for error in spec_validator().iter_errors(request):
+        if isinstance(error, SecurityValidationError):
+            continue
+        if isinstance(error, PathError):
+            kind = "method" if isinstance(error, OperationNotFound) else "path"
+            message = f"{method.upper()} is not allowed here" if kind == "method" else "no such endpoint"
+            return ContractViolation(method.upper(), path, kind, (FieldError(field="path", message=message),))
+        if isinstance(error, RequestBodyValidationError):
+            kind = "body"
+        errors.extend(_field_errors(error))
+    if not errors and method.upper() == "POST" and path.rstrip("/") == "/3.0/batches":
+        errors = _batch_operation_errors(raw)
+        kind = "body"
+    if not errors:
+        return None
+    return ContractViolation(method.upper(), path, kind, tuple(errors))
+
+
+def _field_errors(error: Exception) -> list[FieldError]:
+    if isinstance(error, ParameterValidationError):
+        cause = error.__cause__
+        message = _schema_messages(cause) or str(cause or error)
+        return [FieldError(field=f"{error.location}.{error.name}", message=message)]
+    cause = error.__cause__
+    schema_errors = list(getattr(cause, "schema_errors", None) or [])
+    if schema_errors:
+        return [
+            FieldError(
+                field=_json_path(getattr(item, "absolute_path", ())), message=getattr(item, "message", str(item))
+            )
+            for item in schema_errors
+        ]
+    return [FieldError(field="body", message=str(cause or error))]
+
+
+def _schema_messages(cause: BaseException | None) -> str:
+    schema_errors = list(getattr(cause, "schema_errors", None) or [])
+    return "; ".join(getattr(item, "message", str(item)) for item in schema_errors)
+
+
+def _json_path(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def _batch_operation_errors(raw: bytes | None) -> list[FieldError]:
+    try:
+        operations = json.loads(raw or b"null").get("operations") or []
+    except (ValueError, AttributeError):
+        return []  # the body itself already passed the schema; nothing more to say
+    errors: list[FieldError] = []
+    for index, operation in enumerate(operations):
+        if not isinstance(operation, dict):
+            continue
+        params = operation.get("params") or {}
+        violation = validate_request(
+            method=str(operation.get("method", "")),
+            path="/3.0" + str(operation.get("path", "")),
+            query=[(key, _query_text(value)) for key, value in params.items()],
+            body=operation.get("body"),
+        )
+        if violation:
+            errors.extend(
+                FieldError(field=f"operations[{index}].{error.field}", message=error.message)
+                for error in violation.errors
+            )
+    return errors
+
+
+def _query_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+# --- The test-suite check -----------------------------------------------------------------------
+class ObservedRequest(Protocol):
+    method: str
+    path: str
+    query: Sequence[tuple[str, str]]
+    body: str | None
+
+
+class ContractViolationError(AssertionError):
+    """A request our client was about to send breaks the Mailchimp API description."""
+
+
+@dataclass
+class ContractRecorder:
+    """A client request observer that validates each request. A violation is recorded and raised at once
+    (the request is not sent), so the test that caused it fails where it happened."""
+
+    violations: list[ContractViolation] = field(default_factory=list)
+    checked: int = 0
+    _expecting: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, request: ObservedRequest) -> None:
+        violation = validate_request(method=request.method, path=request.path, query=request.query, body=request.body)
+        with self._lock:
+            self.checked += 1
+            if violation is None:
+                return
+            self.violations.append(violation)
+            expecting = self._expecting > 0
+        if not expecting:
+            raise ContractViolationError(str(violation))
+
+    @contextmanager
+    def expect_violations(self) -> Iterator[list[ContractViolation]]:
+        """For a test that sends a bad request on purpose: inside the block violations are only recorded
+        (the request goes out, so the server's answer can be checked); the block must cause at least one,
+        and they are handed back instead of failing the test."""
+        with self._lock:
+            before = len(self.violations)
+            self._expecting += 1
+        caught: list[ContractViolation] = []
+        try:
+            yield caught
+        finally:
+            with self._lock:
+                self._expecting -= 1
+                caught.extend(self.violations[before:])
+                del self.violations[before:]
+        if not caught:
+            raise AssertionError("expected a request that breaks the Mailchimp API description, none did")
+
+    def assert_clean(self) -> None:
+        """Fails if a violation was recorded (e.g. one raised inside code that swallowed the error)."""
+        if self.violations:
+            raise ContractViolationError(
+                "requests sent to Mailchimp break its API description:\n" + "\n".join(map(str, self.violations))
+            )
+
+
+@contextmanager
+def contract_check() -> Iterator[ContractRecorder]:
+    """Validate every request the Mailchimp client sends inside the block. Typical use, as an autouse
+    fixture: `with contract_check() as recorder: yield recorder` then `recorder.assert_clean()`."""
+    from . import client
+
+    spec_validator()  # load before the first request, not inside it
+    recorder = ContractRecorder()
+    client.request_observers.append(recorder)
+    try:
+        yield recorder
+    finally:
+        client.request_observers.remove(recorder)
