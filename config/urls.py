@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from config.views import healthz
+from connectors.views import mailchimp_webhook
 
 admin.site.site_header = "Partnerlink"
 admin.site.site_title = "Partnerlink"
@@ -9,5 +10,6 @@ admin.site.index_title = "Partners, communications and syncs"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("webhooks/mailchimp/<str:secret>/", mailchimp_webhook, name="mailchimp-webhook"),
     path("", admin.site.urls),
 ]

@@ -421,6 +421,9 @@ class SegmentMember(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["segment", "email"], name="segment_member_unique")]
 
+    def __str__(self):
+        return f"{self.email} in {self.segment_id}"
+
 
 class ContactSyncState(models.Model):
     """What Partnerlink last sent to Mailchimp for a contact: an unchanged fingerprint means nothing to send."""
@@ -435,6 +438,9 @@ class ContactSyncState(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["contact", "audience"], name="contact_sync_state_unique"),
         ]
+
+    def __str__(self):
+        return f"{self.email} → {self.audience_id}"
 
 
 class SyncKind(models.TextChoices):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import BinaryIO
 
 from django.conf import settings
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Q
@@ -21,6 +25,7 @@ from partners.models import (
     Contact,
     ContactSource,
     ImportStatus,
+    MarketingStatus,
     PartnerImport,
     ProductLine,
     TradingAddress,
@@ -294,3 +299,122 @@ def partners_seed_demo(*, records: list[dict], managers: list[AbstractBaseUser],
         ignore_conflicts=True,
     )
     return len(new_records)
+
+
+# --- History of automated changes ------------------------------------------------------------------
+
+SYSTEM_USERNAME = "partnerlink-sync"
+
+
+def system_user() -> AbstractBaseUser:
+    """The account automated changes (syncs, webhooks) are recorded under in each object's history."""
+    user, _ = get_user_model().objects.get_or_create(
+        username=SYSTEM_USERNAME,
+        defaults={"first_name": "Partnerlink", "last_name": "sync", "is_active": False, "email": ""},
+    )
+    return user
+
+
+def history_record(*, obj, message: str, action: int = CHANGE, user: AbstractBaseUser | None = None) -> None:
+    """A line in the object's admin history, for changes that do not come through the admin."""
+    LogEntry.objects.create(
+        user_id=(user or system_user()).pk,
+        content_type_id=ContentType.objects.get_for_model(type(obj)).pk,
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:200],
+        action_flag=action,
+        change_message=message,
+    )
+
+
+# --- What Mailchimp reports about contacts (inbound webhooks) --------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactEventResult:
+    matched: int
+    applied: int
+    conflicts: tuple[str, ...] = ()
+
+    def describe(self, what: str) -> str:
+        text = f"{what}: {self.applied} of {self.matched} contact(s) changed"
+        if self.matched > self.applied and not self.conflicts:
+            text += " (the others already had a newer state)"
+        if self.conflicts:
+            text += "; conflicts: " + "; ".join(self.conflicts)
+        return text + "."
+
+
+@transaction.atomic
+def contact_marketing_status_apply(
+    *, email: str, status: str, occurred_at: datetime, reason: str = ""
+) -> ContactEventResult:
+    """Mailchimp says an address is subscribed, unsubscribed or cleaned. Every contact with that address
+    takes it, unless it already holds a newer state (events can arrive out of order)."""
+    contacts = list(Contact.objects.select_for_update().select_related("partner").filter(email=email.lower()))
+    applied = 0
+    for contact in contacts:
+        if contact.marketing_status_changed_at and contact.marketing_status_changed_at > occurred_at:
+            continue
+        changed = contact.marketing_status != status
+        contact.marketing_status = status
+        contact.marketing_status_changed_at = occurred_at
+        fields = ["marketing_status", "marketing_status_changed_at", "updated_at"]
+        if status == MarketingStatus.CLEANED:
+            contact.email_invalid = True
+            fields.append("email_invalid")
+        contact.save(update_fields=fields)
+        if changed:
+            applied += 1
+            note = f" ({reason})" if reason else ""
+            history_record(obj=contact.partner, message=f"Mailchimp: {contact.email} is now {status}{note}.")
+    return ContactEventResult(matched=len(contacts), applied=applied)
+
+
+@transaction.atomic
+def contact_email_change_apply(*, old_email: str, new_email: str, occurred_at: datetime) -> ContactEventResult:
+    """Mailchimp says an address changed. A contact whose partner already has a contact with the new address
+    is left alone and the conflict is recorded, not applied."""
+    old_email, new_email = old_email.lower(), new_email.lower()
+    contacts = list(Contact.objects.select_for_update().select_related("partner").filter(email=old_email))
+    applied, conflicts = 0, []
+    for contact in contacts:
+        if Contact.objects.filter(partner_id=contact.partner_id, email=new_email).exists():
+            conflicts.append(f"{contact.partner.tg_company_id} already has a contact {new_email}")
+            history_record(
+                obj=contact.partner,
+                message=f"Mailchimp changed {old_email} to {new_email}, but this partner already has a contact "
+                f"{new_email}: not applied.",
+            )
+            continue
+        contact.email = new_email
+        contact.save(update_fields=["email", "updated_at"])
+        applied += 1
+        history_record(obj=contact.partner, message=f"Mailchimp: {old_email} changed address to {new_email}.")
+    return ContactEventResult(matched=len(contacts), applied=applied, conflicts=tuple(conflicts))
+
+
+# Mailchimp merge tags a person can edit in their profile, and the contact fields they map to.
+PROFILE_MERGE_FIELDS = {"FNAME": "first_name", "LNAME": "last_name", "PHONE": "phone"}
+
+
+@transaction.atomic
+def contact_profile_apply(*, email: str, merges: dict, language: str = "") -> ContactEventResult:
+    """A person changed their profile in Mailchimp: apply the mapped name, phone and language changes."""
+    updates = {field: merges[tag].strip() for tag, field in PROFILE_MERGE_FIELDS.items() if tag in merges}
+    if language:
+        updates["language"] = language.strip()[:10]
+    contacts = list(Contact.objects.select_for_update().select_related("partner").filter(email=email.lower()))
+    applied = 0
+    for contact in contacts:
+        changed = {field: value for field, value in updates.items() if getattr(contact, field) != value}
+        if not changed:
+            continue
+        for field, value in changed.items():
+            setattr(contact, field, value)
+        contact.save(update_fields=[*changed, "updated_at"])
+        applied += 1
+        history_record(
+            obj=contact.partner, message=f"Mailchimp profile of {contact.email}: changed {', '.join(sorted(changed))}."
+        )
+    return ContactEventResult(matched=len(contacts), applied=applied)

@@ -67,3 +67,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "broker" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def eager_tasks():
+    """Run tasks in the calling process as they are enqueued (unit tests only: the broker tests and
+    `make run` use real workers). Combine with django_capture_on_commit_callbacks(execute=True)."""
+    from config.celery_app import app
+
+    previous = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous

@@ -1,0 +1,45 @@
+"""Webhook endpoints: authenticate, parse, store under a dedupe key, answer at once. Processing happens in a
+task (connectors/services.py, handlers registered by the apps)."""
+
+import logging
+
+from django.conf import settings
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from connectors import services
+from connectors.mailchimp.webhooks import normalize_webhook, secret_is_valid, webhook_dedupe_key
+from connectors.models import EventSource
+
+logger = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+@csrf_exempt
+@require_http_methods(["GET", "HEAD", "POST"])
+def mailchimp_webhook(request, secret: str):
+    """Mailchimp has no signature: the secret in the URL is the authentication (MAILCHIMP_WEBHOOK_SECRETS,
+    several during rotation). A wrong secret is a 404 and stores nothing."""
+    if not secret_is_valid(secret, settings.MAILCHIMP_WEBHOOK_SECRETS):
+        raise Http404
+    if request.method in ("GET", "HEAD"):
+        return HttpResponse("ok", content_type="text/plain")  # Mailchimp checks the URL when the webhook is made
+    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_WEBHOOK_BYTES:
+        return HttpResponse("body too large", status=413, content_type="text/plain")
+    raw = request.body.decode("utf-8", errors="replace")
+    form = {key: request.POST.get(key) for key in request.POST}
+    try:
+        event = normalize_webhook(form)
+    except ValueError as exc:
+        logger.warning("mailchimp webhook refused: %s", exc)
+        return HttpResponseBadRequest(f"malformed webhook: {exc}", content_type="text/plain")
+    stored, created = services.inbound_event_record(
+        source=EventSource.MAILCHIMP,
+        dedupe_key=webhook_dedupe_key(form),
+        event_type=event["type"],
+        payload=event,
+        raw=raw,
+    )
+    return JsonResponse({"stored": created, "event": stored.pk})
