@@ -253,7 +253,7 @@ class TradingGridClient:
                 "updated_since": _iso(updated_since),
             }
         )
-        yield from self._paginate(f"{COMMUNITY_BASE}/issues", params=params, page_size=page_size)
+        yield from self._paginate(f"{COMMUNITY_BASE}/issues", params=params, page_size=page_size, by_updated_at=True)
 
     def get_issue(self, *, issue_id: str) -> dict[str, Any]:
         return self._request("GET", f"{COMMUNITY_BASE}/issues/{_seg(issue_id)}")
@@ -302,6 +302,7 @@ class TradingGridClient:
             params=_drop_none({"updated_since": _iso(updated_since)}),
             page_size=page_size,
             key=_tuple_key("partner_company_id", "contact_email", "version"),
+            by_updated_at=True,
         )
 
     # --- Events [ours] --------------------------------------------------------------------------
@@ -321,6 +322,7 @@ class TradingGridClient:
             params=_drop_none({"updated_since": _iso(updated_since)}),
             page_size=page_size,
             key=_tuple_key("partner_company_id", "contact_email"),
+            by_updated_at=True,
         )
 
     def iter_event_attendance(
@@ -331,6 +333,7 @@ class TradingGridClient:
             params=_drop_none({"updated_since": _iso(updated_since)}),
             page_size=page_size,
             key=_tuple_key("partner_company_id", "contact_email"),
+            by_updated_at=True,
         )
 
     def iter_event_questions(
@@ -340,6 +343,7 @@ class TradingGridClient:
             f"{COMMUNITY_BASE}/events/{_seg(event_id)}/questions",
             params=_drop_none({"updated_since": _iso(updated_since)}),
             page_size=page_size,
+            by_updated_at=True,
         )
 
     # --- Webhook subscriptions [ours] -----------------------------------------------------------
@@ -484,19 +488,81 @@ class TradingGridClient:
         params: Mapping[str, Any] | None = None,
         page_size: int = MAX_PAGE_SIZE,
         key: Callable[[Mapping[str, Any]], Hashable | None] | None = None,
-        start_offset: int = 0,
+        by_updated_at: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Follow `{"total", "offset", "count", "items"}` pages of a community list."""
+        """Follow `{"total", "offset", "count", "items"}` pages of a community list.
 
-        def fetch(offset: int, count: int) -> tuple[list[dict[str, Any]], int | None]:
-            body = self._request("GET", path, params={**(params or {}), "offset": offset, "count": count})
+        `by_updated_at`: the list is ordered oldest change first and takes `updated_since`, so walk it by that
+        cursor (see `_walk_by_updated_at`), which an item changing mid-walk cannot make us skip."""
+        key = key or _first_key("id")
+        base = {k: v for k, v in (params or {}).items() if k != "updated_since"}
+
+        def fetch(since: str | None, offset: int, count: int) -> tuple[list[dict[str, Any]], int | None]:
+            query = {**base, **({"updated_since": since} if since else {}), "offset": offset, "count": count}
+            body = self._request("GET", path, params=query)
             if not isinstance(body, dict):
                 raise TradingGridAPIError("Expected a page object.", method="GET", path=path,
                                           code="invalid_response")
             return list(body.get("items") or []), _as_int(body.get("total"))
 
-        yield from self._page_through(fetch, page_size=page_size, key=key or _first_key("id"),
-                                      start_offset=start_offset)
+        since = (params or {}).get("updated_since")
+        if by_updated_at:
+            yield from self._walk_by_updated_at(fetch, since=since, page_size=page_size, key=key)
+        else:
+            yield from self._page_through(lambda offset, count: fetch(since, offset, count),
+                                          page_size=page_size, key=key)
+
+    @classmethod
+    def _walk_by_updated_at(
+        cls,
+        fetch: Callable[[str | None, int, int], tuple[list[dict[str, Any]], int | None]],
+        *,
+        since: str | None,
+        page_size: int,
+        key: Callable[[Mapping[str, Any]], Hashable | None],
+    ) -> Iterator[dict[str, Any]]:
+        """Keyset paging on `updated_at`: each next page asks `updated_since=<last updated_at seen>` and skips,
+        by offset, only the items at exactly that moment already read.
+
+        Offset paging skips an item when another one, earlier in the list, changes and moves to the end while we
+        walk; a cursor does not. An item that changed during the walk comes again with its newer state (never the
+        same state twice). If the host turns out not to order by `updated_at`, the rest is walked by offset."""
+        count = max(1, min(page_size, MAX_PAGE_SIZE))
+        latest: dict[Hashable, datetime] = {}
+        offset = 0
+        stale_pages = 0
+        while True:
+            items, total = fetch(since, offset, count)
+            if not items:
+                return
+            stamps = [_moment(item.get("updated_at")) for item in items]
+            if any(s is None for s in stamps) or stamps != sorted(stamps):  # type: ignore[type-var]
+                seen = set(latest)
+                yield from _unseen(items, key, seen)
+                yield from cls._page_through(lambda o, c, s=since: fetch(s, o, c), page_size=count, key=key, seen=seen,
+                                             start_offset=offset + len(items))
+                return
+            fresh = 0
+            for item, stamp in zip(items, stamps, strict=True):
+                marker = key(item)
+                if marker is not None:
+                    if marker in latest and latest[marker] >= stamp:  # type: ignore[operator]
+                        continue
+                    latest[marker] = stamp  # type: ignore[assignment]
+                fresh += 1
+                yield item
+            stale_pages = 0 if fresh else stale_pages + 1
+            if stale_pages >= 3:  # the host ignores our cursor and offset
+                logger.warning("Trading Grid keeps answering pages we already have; stopping.")
+                return
+            if total is not None and offset + len(items) >= total:
+                return
+            last = stamps[-1]
+            if since is not None and _moment(since) == last:
+                offset += len(items)  # a whole page at the cursor's moment: move along within it
+            else:
+                since = str(items[-1]["updated_at"])
+                offset = sum(1 for s in stamps if s == last)
 
     @staticmethod
     def _page_through(
@@ -510,22 +576,33 @@ class TradingGridClient:
         """Offset paging that survives a moving list.
 
         - Short pages do not end the walk (a host may cap `count`); an empty page or reaching `total` does.
-        - When `total` shrinks between pages, items have moved down past our offset: step back by the shrink
-          and let the dedupe drop what was already yielded, so nothing is skipped.
-        - Every non-empty page moves the offset forward, so the walk always ends."""
+        - When `total` shrinks, items before this page were removed and the ones we have not seen slid down
+          under our offset: read this window again from `offset - shrink` and let the dedupe drop repeats.
+        - Otherwise every page moves the offset forward; step-backs are bounded, and a host that keeps
+          answering only what we already have (without growing) is left after three such pages."""
         count = max(1, min(page_size, MAX_PAGE_SIZE))
         seen = set() if seen is None else seen
         offset = start_offset
         previous_total: int | None = None
+        step_backs_left = 100
+        stale_pages = 0
         while True:
             items, total = fetch(offset, count)
             if not items:
                 return
-            yield from _unseen(items, key, seen)
-            next_offset = offset + len(items)
-            if previous_total is not None and total is not None and total < previous_total:
-                next_offset = max(offset + 1, next_offset - (previous_total - total))
-            offset = next_offset
+            new = list(_unseen(items, key, seen))
+            yield from new
+            grew = previous_total is not None and total is not None and total > previous_total
+            stale_pages = 0 if new or grew else stale_pages + 1
+            if stale_pages >= 3:
+                logger.warning("Trading Grid keeps answering pages we already have; stopping at offset %d.", offset)
+                return
+            shrink = (previous_total - total) if previous_total is not None and total is not None else 0
+            if shrink > 0 and step_backs_left > 0:
+                step_backs_left -= 1
+                offset = max(0, offset - shrink)
+            else:
+                offset += len(items)
             previous_total = total if total is not None else previous_total
             if total is not None and offset >= total:
                 return
@@ -961,6 +1038,19 @@ def _seg(value: str) -> str:
     if not value:
         raise ValueError("An empty id cannot be part of a Trading Grid path.")
     return quote(str(value), safe="")
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _as_int(value: Any) -> int | None:
