@@ -774,9 +774,9 @@ class TradingGridClient:
         except Exception:  # noqa: BLE001 - a cache outage must not stop calls; fall back to this process
             logger.warning("Token cache unavailable; using this process's copy of the Trading Grid token.")
             entry = self._local_token and {"token": self._local_token[0], "refresh_at": self._local_token[1]}
-        if not entry or time.time() >= entry.get("refresh_at", 0):
+        if not isinstance(entry, dict) or not entry.get("token") or time.time() >= entry.get("refresh_at", 0):
             return None
-        return entry["token"]
+        return str(entry["token"])
 
     def _store_token(self, token: str, lifetime: float) -> None:
         # Refresh a little before expiry (10 % of the lifetime, at most 5 minutes) so no call leaves with
@@ -797,7 +797,7 @@ class TradingGridClient:
         try:
             cache = self._shared_cache()
             entry = cache.get(self.token_cache_key)
-            if entry and entry.get("token") == token:
+            if isinstance(entry, dict) and entry.get("token") == token:
                 cache.delete(self.token_cache_key)
         except Exception:  # noqa: BLE001 - see _cached_token
             logger.warning("Token cache unavailable; could not drop the refused Trading Grid token.")

@@ -100,7 +100,8 @@ def verify_webhook(
     """Check a Standard Webhooks message and return its parsed JSON body.
 
     Raises a `WebhookVerificationError` subclass naming what was wrong, or `TradingGridConfigurationError`
-    when no usable secret is configured. `headers` may be any mapping; names are matched case-insensitively."""
+    when no usable secret is configured. `headers` may be `request.headers`, `request.META` or any mapping;
+    names are matched case-insensitively."""
     if not secrets:
         raise TradingGridConfigurationError("TRADINGGRID_WEBHOOK_SECRETS is empty: no webhook can be verified.")
     keys = [decode_webhook_secret(secret, position=i) for i, secret in enumerate(secrets)]
@@ -109,7 +110,7 @@ def verify_webhook(
     if len(body) > max_body_bytes:
         raise WebhookPayloadTooLargeError(f"Webhook body is {len(body)} bytes; the limit is {max_body_bytes}.")
 
-    lowered = {str(name).lower(): value for name, value in headers.items()}
+    lowered = {_header_name(name): value for name, value in headers.items()}
     msg_id = _required_header(lowered, ID_HEADER)
     raw_timestamp = _required_header(lowered, TIMESTAMP_HEADER)
     raw_signatures = _required_header(lowered, SIGNATURE_HEADER)
@@ -148,6 +149,14 @@ def verify_webhook(
     if not isinstance(payload, dict):
         raise WebhookMalformedPayloadError("Webhook body is not a JSON object.")
     return payload
+
+
+def _header_name(name: object) -> str:
+    """`Webhook-Id`, `webhook-id` and Django's `request.META` spelling `HTTP_WEBHOOK_ID` all become `webhook-id`."""
+    lowered = str(name).lower()
+    if lowered.startswith("http_"):
+        lowered = lowered[5:].replace("_", "-")
+    return lowered
 
 
 def _required_header(headers: Mapping[str, str], name: str) -> str:

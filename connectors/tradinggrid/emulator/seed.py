@@ -40,6 +40,8 @@ LOCALE = {
     "IN": ("en", "Asia/Kolkata", ".in"), "AU": ("en", "Australia/Sydney", ".com.au"),
     "SG": ("en", "Asia/Singapore", ".sg"), "KR": ("ko", "Asia/Seoul", ".co.kr"),
 }
+CALLING_CODES = {"US": 1, "CA": 1, "MX": 52, "BR": 55, "AR": 54, "CL": 56, "CO": 57, "DE": 49, "GB": 44, "FR": 33,
+                 "NL": 31, "IT": 39, "ES": 34, "PL": 48, "JP": 81, "CN": 86, "IN": 91, "AU": 61, "SG": 65, "KR": 82}
 LEGAL_SUFFIX = {"US": "Inc.", "CA": "Ltd.", "GB": "Ltd", "DE": "GmbH", "FR": "SAS", "NL": "B.V.", "IT": "S.r.l.",
                 "ES": "S.L.", "PL": "Sp. z o.o.", "BR": "Ltda.", "MX": "S.A. de C.V.", "JP": "K.K.",
                 "AU": "Pty Ltd", "IN": "Pvt. Ltd.", "SG": "Pte. Ltd.", "KR": "Co., Ltd.", "CN": "Co., Ltd."}
@@ -285,7 +287,8 @@ def _contacts(rng: random.Random, company_name: str, country: str) -> list[dict[
             "first_name": first,
             "last_name": last,
             "role": role,
-            "phone": f"+{rng.randint(1, 89)} {rng.randint(100, 999)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+            "phone": f"+{CALLING_CODES.get(country, 1)} {rng.randint(100, 999)} {rng.randint(100, 999)} "
+                     f"{rng.randint(1000, 9999)}",
             "language": language,
             "timezone": timezone,
         })

@@ -56,6 +56,11 @@ def test_header_names_are_matched_case_insensitively():
     assert verify_webhook(body=BODY, headers=headers, secrets=[NEW_SECRET], now=NOW)["type"] == "partner.created"
 
 
+def test_django_meta_style_header_names_work_too():
+    meta = {"HTTP_" + name.upper().replace("-", "_"): value for name, value in signed().items()}
+    assert verify_webhook(body=BODY, headers=meta, secrets=[NEW_SECRET], now=NOW)["type"] == "partner.created"
+
+
 @pytest.mark.parametrize(
     ("signed_with", "configured"),
     [
@@ -155,3 +160,10 @@ def test_generated_secrets_decode_and_differ():
 def test_the_test_settings_secrets_are_usable(settings):
     headers = signed(secrets=[settings.TRADINGGRID_WEBHOOK_SECRETS[1]])
     assert verify_webhook(body=BODY, headers=headers, secrets=settings.TRADINGGRID_WEBHOOK_SECRETS, now=NOW)
+
+
+def test_a_django_request_verifies_as_the_webhook_view_will_call_it(rf, settings):
+    headers = webhook_headers(msg_id="msg_view", body=BODY, secrets=[settings.TRADINGGRID_WEBHOOK_SECRETS[0]])
+    request = rf.post("/webhooks/tradinggrid/", data=BODY, content_type="application/json", headers=headers)
+    payload = verify_webhook(body=request.body, headers=request.headers, secrets=settings.TRADINGGRID_WEBHOOK_SECRETS)
+    assert payload["data"]["company_id"] == "GC00804444LX"
