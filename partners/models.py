@@ -433,6 +433,9 @@ class ContactSyncState(models.Model):
     email = models.EmailField(max_length=254, help_text="The address the fingerprint was sent for.")
     fingerprint = models.CharField(max_length=64)
     synced_at = models.DateTimeField()
+    last_error = models.TextField(
+        blank=True, help_text="Mailchimp refused this contact; it is sent again only when its data changes."
+    )
 
     class Meta:
         constraints = [
