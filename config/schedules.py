@@ -1,5 +1,8 @@
 """Every periodic task, defined in code. `python manage.py setup_schedules` writes them to
-django-celery-beat's tables (idempotent); beat only ticks, the tasks sweep due rows."""
+django-celery-beat's tables (idempotent); beat only ticks, the tasks sweep due rows.
+
+Each entry: name -> (task, schedule, description[, kwargs]); schedule is a number of seconds or a crontab
+string "minute hour day-of-month month day-of-week" (UTC)."""
 
 BEAT_SCHEDULE = {
     "connectors: relay stuck inbound events": (
@@ -7,10 +10,21 @@ BEAT_SCHEDULE = {
         60,
         "Re-enqueue stored webhook and poll events whose processing task was lost.",
     ),
-    # name: (task, every N seconds, description)
     "partners: relay stuck imports": (
         "partners.tasks.partner_import_relay_stuck_task",
         300,
         "Re-enqueue background partner imports whose job was lost.",
+    ),
+    "partners: incremental audience sync": (
+        "partners.tasks.audience_sync_due_task",
+        300,
+        "Send contacts and segments that changed to Mailchimp.",
+        {"kind": "incremental"},
+    ),
+    "partners: nightly full audience sync": (
+        "partners.tasks.audience_sync_due_task",
+        "30 2 * * *",
+        "Read every member's status back from Mailchimp, resend every contact, reconcile every segment.",
+        {"kind": "full"},
     ),
 }

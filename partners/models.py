@@ -464,6 +464,7 @@ class SyncRun(models.Model):
     kind = models.CharField(max_length=20, choices=SyncKind.choices, default=SyncKind.INCREMENTAL)
     status = models.CharField(max_length=20, choices=SyncStatus.choices, default=SyncStatus.QUEUED)
     triggered_by = models.CharField(max_length=100, blank=True, help_text="beat, a user, or a command")
+    partner_ids = models.JSONField(null=True, blank=True, help_text="Only these partners' contacts (empty: all).")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -499,3 +500,28 @@ class SyncRun(models.Model):
             f"failed={self.failed}"
         )
         return text if self.seconds is None else f"{text} seconds={self.seconds:.1f}"
+
+
+class MemberBatchStatus(models.TextChoices):
+    SUBMITTED = "submitted", "Submitted"
+    FINISHED = "finished", "Finished"
+
+
+class MemberBatch(models.Model):
+    """One Mailchimp batch of member upserts (at most 500): the ledger row that makes a sync resumable.
+    Its members' fingerprints are recorded as sent only when Mailchimp has finished it."""
+
+    audience = models.ForeignKey(MailchimpAudience, on_delete=models.CASCADE, related_name="member_batches")
+    run = models.ForeignKey("SyncRun", null=True, on_delete=models.SET_NULL, related_name="member_batches")
+    batch_id = models.CharField("Mailchimp batch id", max_length=40, unique=True)
+    status = models.CharField(max_length=20, choices=MemberBatchStatus.choices, default=MemberBatchStatus.SUBMITTED)
+    members = models.JSONField(help_text="[contact id, email, fingerprint, first time sent] per member")
+    errored = models.PositiveIntegerField(default=0)
+    submitted_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["audience", "status"])]
+
+    def __str__(self):
+        return f"batch {self.batch_id} ({len(self.members)} members, {self.status})"

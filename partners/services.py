@@ -21,13 +21,18 @@ from django.utils import timezone
 from partners.demo import DEMO_EPOCH
 from partners.imports import ImportResult, PartnerListImport, ProgressCallback
 from partners.models import (
+    AudiencePurpose,
     CommunityIssue,
     Contact,
     ContactSource,
     ImportStatus,
+    MailchimpAudience,
     MarketingStatus,
     PartnerImport,
     ProductLine,
+    SyncKind,
+    SyncRun,
+    SyncStatus,
     TradingAddress,
     TradingPartner,
 )
@@ -418,3 +423,116 @@ def contact_profile_apply(*, email: str, merges: dict, language: str = "") -> Co
             obj=contact.partner, message=f"Mailchimp profile of {contact.email}: changed {', '.join(sorted(changed))}."
         )
     return ContactEventResult(matched=len(contacts), applied=applied)
+
+
+# --- Mailchimp audience sync (flow F4) --------------------------------------------------------------
+
+# A run whose heartbeat is older than this lost its worker; the next start resumes its work.
+STALE_SYNC_RUN = timedelta(minutes=15)
+
+
+def audience_default_ensure() -> MailchimpAudience | None:
+    """The audience named by MAILCHIMP_AUDIENCE_ID, created on first use as the default one."""
+    list_id = settings.MAILCHIMP_AUDIENCE_ID
+    if not list_id:
+        return MailchimpAudience.objects.filter(is_default=True).first()
+    audience, _ = MailchimpAudience.objects.get_or_create(
+        list_id=list_id,
+        defaults={
+            "name": "Partner contacts",
+            "is_default": not MailchimpAudience.objects.filter(is_default=True).exists(),
+        },
+    )
+    return audience
+
+
+@transaction.atomic
+def audience_sync_start(
+    *,
+    audience: MailchimpAudience,
+    kind: str = SyncKind.INCREMENTAL,
+    triggered_by: str = "",
+    partner_ids: list[int] | None = None,
+    enqueue: bool = True,
+) -> SyncRun:
+    """Queue a sync of the audience, or return the one already queued or running: one at a time per
+    audience. A run whose worker died (stale heartbeat) is marked abandoned; the new run resumes its work."""
+    MailchimpAudience.objects.select_for_update().get(pk=audience.pk)
+    now = timezone.now()
+    for active in SyncRun.objects.filter(audience=audience, status__in=(SyncStatus.QUEUED, SyncStatus.RUNNING)):
+        last_sign_of_life = active.heartbeat_at or active.created_at
+        if last_sign_of_life > now - STALE_SYNC_RUN:
+            return active
+        active.status = SyncStatus.ABANDONED
+        active.finished_at = now
+        active.save(update_fields=["status", "finished_at"])
+    run = SyncRun.objects.create(audience=audience, kind=kind, triggered_by=triggered_by[:100], partner_ids=partner_ids)
+    if enqueue:
+        from partners.tasks import audience_sync_task
+
+        audience_sync_task.delay_on_commit(run.pk)
+    return run
+
+
+def audience_sync_execute(
+    *, run_id: int, client=None, progress=None, poll_interval: float = 1.0, sleep=None
+) -> SyncRun:
+    """Run a queued sync. A transient Mailchimp failure puts it back in the queue and propagates (the task
+    retries with backoff; what was sent is not sent again); a refusal marks it failed with the reason."""
+    from connectors.mailchimp.client import get_client
+    from connectors.mailchimp.errors import MailchimpError, MailchimpTransientError
+    from partners.audience_sync import AudienceSync
+
+    now = timezone.now()
+    claimed = SyncRun.objects.filter(pk=run_id, status=SyncStatus.QUEUED).update(
+        status=SyncStatus.RUNNING, heartbeat_at=now
+    )
+    run = SyncRun.objects.select_related("audience").get(pk=run_id)
+    if not claimed:
+        return run
+    if run.started_at is None:
+        run.started_at = now
+        run.save(update_fields=["started_at"])
+    extra = {"sleep": sleep} if sleep else {}
+    try:
+        AudienceSync(
+            run, client=client or get_client(), progress=progress, poll_interval=poll_interval, **extra
+        ).execute()
+    except MailchimpTransientError as exc:
+        run.status = SyncStatus.QUEUED
+        run.errors.append(f"transient, will retry: {exc}")
+        run.save()
+        raise
+    except MailchimpError as exc:
+        run.status = SyncStatus.FAILED
+        run.errors.append(f"Mailchimp refused: {exc}")
+        run.finished_at = timezone.now()
+        run.save()
+        return run
+    except Exception as exc:
+        run.status = SyncStatus.FAILED
+        run.errors.append(f"{type(exc).__name__}: {exc}")
+        run.finished_at = timezone.now()
+        run.save()
+        raise
+    run.status = SyncStatus.SUCCEEDED
+    run.finished_at = timezone.now()
+    run.save()
+    return run
+
+
+def audience_sync_give_up(*, run_id: int, reason: str) -> None:
+    run = SyncRun.objects.get(pk=run_id)
+    run.status = SyncStatus.FAILED
+    run.errors.append(reason[:1000])
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "errors", "finished_at"])
+
+
+def audience_syncs_start_due(*, kind: str = SyncKind.INCREMENTAL) -> list[SyncRun]:
+    """Beat: a sync of every partner audience (the default audience is created from settings if needed)."""
+    audience_default_ensure()
+    return [
+        audience_sync_start(audience=audience, kind=kind, triggered_by="beat")
+        for audience in MailchimpAudience.objects.filter(purpose=AudiencePurpose.PARTNERS)
+    ]

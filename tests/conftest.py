@@ -79,3 +79,38 @@ def eager_tasks():
     app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
     yield
     app.conf.task_always_eager, app.conf.task_eager_propagates = previous
+
+
+# --- Mailchimp emulator -------------------------------------------------------------------------------
+MAILCHIMP_TEST_AUDIENCE = "test0aud1e"  # config/settings/test.py's MAILCHIMP_AUDIENCE_ID
+
+
+@pytest.fixture(scope="session")
+def mailchimp_emulator_session():
+    from django.conf import settings
+
+    from connectors.mailchimp.emulator import run_in_thread
+
+    with run_in_thread(api_key=settings.MAILCHIMP_API_KEY, list_ids=(MAILCHIMP_TEST_AUDIENCE,)) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def mailchimp_emulator(mailchimp_emulator_session, settings):
+    """The session's Mailchimp emulator, empty again, with MAILCHIMP_API_URL pointing at it."""
+    emulator = mailchimp_emulator_session
+    emulator.reset()
+    settings.MAILCHIMP_API_URL = emulator.api_url
+    yield emulator
+    emulator.release()
+
+
+@pytest.fixture
+def mailchimp_contract():
+    """Every request the Mailchimp client sends is checked against the OpenAPI spec; a violation fails
+    the test that caused it."""
+    from connectors.mailchimp.contract import contract_check
+
+    with contract_check() as recorder:
+        yield recorder
+    recorder.assert_clean()

@@ -266,6 +266,17 @@ class MailchimpClient:
                 return None
             raise
 
+    def iter_member_statuses(self, *, list_id: str) -> Iterator[tuple[str, str]]:
+        """(email, status) of every member of the audience, 1000 per call: what a full sync reads back."""
+        members = self._pages(
+            lambda count, offset: self._sdk.lists.get_list_members_info(
+                list_id, count=count, offset=offset, fields=["members.email_address", "members.status", "total_items"]
+            ),
+            "members",
+        )
+        for member in members:
+            yield normalize_email(member.get("email_address", "")), str(member.get("status") or "")
+
     def bulk_upsert_members(self, *, list_id: str, members: Sequence[MemberUpsert]) -> BulkUpsertResult:
         """Batch subscribe (`POST /lists/{id}`, `update_existing: true`) in calls of at most 500.
 
@@ -398,6 +409,28 @@ class MailchimpClient:
 
     def get_batch(self, *, batch_id: str) -> BatchStatus:
         return BatchStatus.from_api(self._call(self._sdk.batches.status, batch_id))
+
+    def list_batches(self, *, count: int = MAX_PAGE_SIZE) -> list[BatchStatus]:
+        """The account's most recent batches in one call: polling many in-flight batches at once."""
+        data = self._call(self._sdk.batches.list, count=min(count, MAX_PAGE_SIZE))
+        return [BatchStatus.from_api(item) for item in data.get("batches") or []]
+
+    def start_member_upsert_batch(self, *, list_id: str, members: Sequence[tuple[str, MemberUpsert]]) -> BatchStatus:
+        """Upsert up to 500 members in one batch of `PUT /lists/{id}/members/{hash}` operations, each
+        `(operation_id, member)`. PUT with `status_if_new` is the one upsert whose documented meaning is
+        "new members get this status, existing members keep theirs", whatever their state."""
+        if not 0 < len(members) <= MAX_BATCH_SUBSCRIBE_MEMBERS:
+            raise ValueError(f"a member batch holds 1 to {MAX_BATCH_SUBSCRIBE_MEMBERS} members, not {len(members)}")
+        operations = [
+            BatchOperation(
+                method="PUT",
+                path=f"/lists/{list_id}/members/{subscriber_hash(member.email)}",
+                operation_id=operation_id,
+                body=member_upsert_body(member),
+            )
+            for operation_id, member in members
+        ]
+        return self.start_batch(operations=operations)
 
     def wait_for_batch(self, *, batch_id: str, timeout: float, poll_interval: float = 2.0) -> BatchStatus:
         """Poll until the batch is finished; MailchimpTransientError when it isn't within `timeout` s."""

@@ -8,6 +8,7 @@ a second to load, so it is loaded once per process. Needs openapi-core, a dev/te
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -147,7 +148,7 @@ def _batch_operation_errors(raw: bytes | None) -> list[FieldError]:
         if not isinstance(operation, dict):
             continue
         params = operation.get("params") or {}
-        violation = validate_request(
+        violation = validate_operation(
             method=str(operation.get("method", "")),
             path="/3.0" + str(operation.get("path", "")),
             query=[(key, _query_text(value)) for key, value in params.items()],
@@ -159,6 +160,100 @@ def _batch_operation_errors(raw: bytes | None) -> list[FieldError]:
                 for error in violation.errors
             )
     return errors
+
+
+# --- A faster check for the operations inside a batch ---------------------------------------------
+# openapi-core takes about 1.4 ms per request; a batch holds hundreds of operations. For an operation
+# without query parameters the check is the same (the endpoint and method exist, the body fits the
+# operation's schema), done with a route table and one compiled schema validator per operation: ~30 µs.
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    body_schema: dict[str, Any] | None
+    body_required: bool
+
+
+_routes_lock = threading.Lock()
+_routes: list[_Route] | None = None
+_body_validators: dict[int, Any] = {}
+
+
+def _route_table() -> list[_Route]:
+    global _routes
+    if _routes is None:
+        with _routes_lock:
+            if _routes is None:
+                spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+                table = []
+                for template, operations in spec["paths"].items():
+                    regex = re.compile("/3.0" + re.sub(r"\{[^/}]+\}", "[^/]+", template))
+                    for method, operation in operations.items():
+                        if method.upper() not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                            continue
+                        body = (operation.get("requestBody") or {}).get("content", {}).get("application/json", {})
+                        table.append(
+                            _Route(
+                                method.upper(),
+                                regex,
+                                body.get("schema"),
+                                bool((operation.get("requestBody") or {}).get("required")),
+                            )
+                        )
+                _routes = table
+    return _routes
+
+
+def _body_validator(schema: dict[str, Any]) -> Any:
+    key = id(schema)
+    validator = _body_validators.get(key)
+    if validator is None:
+        from openapi_schema_validator import OAS30Validator
+        from referencing import Registry, Resource
+        from referencing.jsonschema import DRAFT4
+
+        spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+        registry = Registry().with_resource("spec.json", Resource.from_contents(spec, default_specification=DRAFT4))
+        rooted = {"$ref": "spec.json" + schema["$ref"]} if "$ref" in schema else schema
+        validator = OAS30Validator(rooted, registry=registry)
+        _body_validators[key] = validator
+    return validator
+
+
+def validate_operation(
+    *, method: str, path: str, query: Sequence[tuple[str, str]] = (), body: Any = None
+) -> ContractViolation | None:
+    """Like validate_request, for one operation of a batch (`path` with /3.0; `body` a JSON string or
+    value). Operations with query parameters take the full check."""
+    method = method.upper()
+    if query:
+        text = body if isinstance(body, str | bytes) or body is None else json.dumps(body)
+        return validate_request(method=method, path=path, query=query, body=text)
+    candidates = [route for route in _route_table() if route.pattern.fullmatch(path)]
+    if not candidates:
+        return ContractViolation(method, path, "path", (FieldError(field="path", message="no such endpoint"),))
+    route = next((route for route in candidates if route.method == method), None)
+    if route is None:
+        message = f"{method} is not allowed here"
+        return ContractViolation(method, path, "method", (FieldError(field="path", message=message),))
+    if route.body_schema is None:
+        return None
+    if isinstance(body, str | bytes):
+        try:
+            body = json.loads(body) if body else None
+        except ValueError as exc:
+            return ContractViolation(method, path, "body", (FieldError(field="body", message=f"not JSON: {exc}"),))
+    if body is None:
+        if route.body_required:
+            return ContractViolation(method, path, "body", (FieldError(field="body", message="a body is required"),))
+        return None
+    errors = tuple(
+        FieldError(field=_json_path(error.absolute_path), message=error.message)
+        for error in _body_validator(route.body_schema).iter_errors(body)
+    )
+    return ContractViolation(method, path, "body", errors) if errors else None
 
 
 def _query_text(value: Any) -> str:

@@ -1,5 +1,7 @@
 """import_partners, seed_demo and setup_schedules as an operator runs them."""
 
+import json
+
 import pytest
 from django.core.management import CommandError, call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -115,6 +117,11 @@ def test_setup_schedules_is_idempotent_and_removes_retired_schedules():
 
     names = set(PeriodicTask.objects.values_list("name", flat=True))
     assert names == set(BEAT_SCHEDULE) | {"hand-made in the admin"}
-    for name, (task, seconds, _) in BEAT_SCHEDULE.items():
+    for name, (task, schedule, _, *rest) in BEAT_SCHEDULE.items():
         periodic = PeriodicTask.objects.get(name=name)
-        assert (periodic.task, periodic.interval.every, periodic.enabled) == (task, seconds, True)
+        assert (periodic.task, periodic.enabled, json.loads(periodic.kwargs)) == (task, True, rest[0] if rest else {})
+        if isinstance(schedule, int):
+            assert periodic.interval.every == schedule
+        else:
+            crontab = periodic.crontab
+            assert f"{crontab.minute} {crontab.hour} {crontab.day_of_month} {crontab.month_of_year} {crontab.day_of_week}" == schedule

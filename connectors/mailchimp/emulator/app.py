@@ -300,11 +300,24 @@ class MailchimpEmulator:
         return _json_response(status, body)
 
     def dispatch(
-        self, *, method: str, path: str, query: MultiDict, raw_body: bytes, base_url: str, source: str = "api"
+        self,
+        *,
+        method: str,
+        path: str,
+        query: MultiDict,
+        raw_body: bytes,
+        base_url: str,
+        source: str = "api",
+        validated: bool = False,
     ) -> tuple[int, Any]:
-        """Validate and run one API call (`path` with /3.0). Also runs each operation of a batch."""
+        """Validate and run one API call (`path` with /3.0). Also runs each operation of a batch, which
+        was validated (`validated`) when the batch was submitted."""
         try:
-            violation = validate_request(method=method, path=path, query=list(query.items(multi=True)), body=raw_body)
+            violation = None
+            if not validated:
+                violation = validate_request(
+                    method=method, path=path, query=list(query.items(multi=True)), body=raw_body
+                )
             if violation is not None:
                 if violation.kind == "path":
                     raise not_found()
@@ -638,29 +651,38 @@ class MailchimpEmulator:
             return 200, self.state.batch_json(batch)
 
     def _list_batches(self, r: ApiRequest) -> tuple[int, Any]:
+        """Listing polls every unfinished batch once, as reading each would."""
+        with self.state.lock:
+            unfinished = [b for b in self.state.batches.values() if b.status in ("pending", "started")]
+        for batch in unfinished:
+            self._advance_batch(batch, base_url=r.base_url)
         with self.state.lock:
             page, total = _page(list(self.state.batches.values()), r.query)
             return 200, {"batches": [self.state.batch_json(b) for b in page], "total_items": total}
 
     def _get_batch(self, r: ApiRequest) -> tuple[int, Any]:
-        """Each poll moves the batch one step: pending -> started (operations run) -> finished (archive ready)."""
         with self.state.lock:
             batch = self.state.batches.get(r.params["batch_id"])
             if batch is None:
                 raise not_found("batch")
+        self._advance_batch(batch, base_url=r.base_url)
+        with self.state.lock:
+            return 200, self.state.batch_json(batch)
+
+    def _advance_batch(self, batch: Any, *, base_url: str) -> None:
+        """Each poll moves the batch one step: pending -> started (operations run) -> finished (archive ready)."""
+        with self.state.lock:
             step = batch.status
             if step == "pending":
                 batch.status = "preprocessing"  # a concurrent poll must not run the operations again
         if step == "pending":
-            results = [self._run_operation(operation, base_url=r.base_url) for operation in batch.operations]
+            results = [self._run_operation(operation, base_url=base_url) for operation in batch.operations]
             with self.state.lock:
                 batch.results, batch.status = results, "started"
         elif step == "started":
             with self.state.lock:
                 batch.archive = _results_archive(batch.id, batch.results)
                 batch.status, batch.completed = "finished", self.state.now()
-        with self.state.lock:
-            return 200, self.state.batch_json(batch)
 
     def _run_operation(self, operation: dict[str, Any], *, base_url: str) -> dict[str, Any]:
         params = operation.get("params") or {}
@@ -672,6 +694,7 @@ class MailchimpEmulator:
             query=query,
             raw_body=(raw if isinstance(raw, str) else json.dumps(raw) if raw is not None else "").encode(),
             base_url=base_url,
+            validated=True,
         )
         return {
             "status_code": status,

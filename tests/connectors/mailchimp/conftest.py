@@ -1,8 +1,5 @@
-"""Fixtures for the Mailchimp connector: one emulator per test session (reset before each test), a
-client pointed at it, a loopback webhook receiver, and the contract check on every request the client sends.
-
-Other test packages can do the same with `connectors.mailchimp.emulator.run_in_thread()` and
-`connectors.mailchimp.contract.contract_check()`."""
+"""Fixtures for the Mailchimp connector tests: a client pointed at the emulator (tests/conftest.py starts it),
+a loopback webhook receiver, and the contract check on every request the client sends."""
 
 from __future__ import annotations
 
@@ -16,28 +13,12 @@ from typing import Any
 import pytest
 
 from connectors.mailchimp.client import MailchimpClient, OutboundRequest, request_observers
-from connectors.mailchimp.contract import ContractRecorder, contract_check
-from connectors.mailchimp.emulator import MailchimpEmulator, run_in_thread
+from connectors.mailchimp.contract import ContractRecorder
+from connectors.mailchimp.emulator import MailchimpEmulator
 from connectors.mailchimp.limiter import LocalConnectionLimiter
 
 AUDIENCE_ID = "test0aud1e"  # config/settings/test.py's MAILCHIMP_AUDIENCE_ID
 API_KEY = "0123456789abcdef0123456789abcdef-us21"  # config/settings/test.py's MAILCHIMP_API_KEY
-
-
-@pytest.fixture(scope="session")
-def mailchimp_emulator_session() -> Iterator[MailchimpEmulator]:
-    with run_in_thread(api_key=API_KEY, list_ids=(AUDIENCE_ID,)) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def mailchimp_emulator(mailchimp_emulator_session: MailchimpEmulator, settings: Any) -> Iterator[MailchimpEmulator]:
-    """The session's emulator, empty again, with MAILCHIMP_API_URL pointing at it."""
-    emulator = mailchimp_emulator_session
-    emulator.reset()
-    settings.MAILCHIMP_API_URL = emulator.api_url
-    yield emulator
-    emulator.release()
 
 
 @pytest.fixture
@@ -51,11 +32,8 @@ def mailchimp_client(mailchimp_emulator: MailchimpEmulator) -> MailchimpClient:
 
 
 @pytest.fixture(autouse=True)
-def mailchimp_contract() -> Iterator[ContractRecorder]:
-    """Every request the client sends is checked against the OpenAPI spec; a violation fails the test."""
-    with contract_check() as recorder:
-        yield recorder
-    recorder.assert_clean()
+def _contract_on_every_test(mailchimp_contract: ContractRecorder) -> ContractRecorder:
+    return mailchimp_contract
 
 
 @pytest.fixture
