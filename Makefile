@@ -20,10 +20,10 @@ migrate: venv
 	$(PY) manage.py setup_schedules
 
 seed: migrate
-	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo --export var/demo-partners.json
 
 run: seed
-	@echo "Starting web (http://127.0.0.1:8000), worker and beat. Ctrl-C stops them all."
+	@echo "Starting web (http://127.0.0.1:8000), worker, beat and the Mailchimp (:8301) and Trading Grid (:8302) emulators. Ctrl-C stops them all."
 	exec $(VENV)/bin/honcho -f Procfile.dev start
 
 test: venv

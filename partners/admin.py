@@ -2,13 +2,16 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django_countries import countries as all_countries
 
 from partners import selectors, services
 from partners.imports import ImportFileError
@@ -16,8 +19,17 @@ from partners.models import (
     CommunityIssue,
     Contact,
     ImportStatus,
+    IssueCategory,
+    MailchimpAudience,
+    OnboardingStatus,
     PartnerImport,
+    PartnerType,
     ProductLine,
+    Region,
+    Segment,
+    SyncKind,
+    SyncRun,
+    Tier,
     TradingAddress,
     TradingPartner,
 )
@@ -298,3 +310,163 @@ class PartnerImportAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"The import failed: {partner_import.summary}.", messages.ERROR)
         return HttpResponseRedirect(reverse("admin:partners_partnerimport_change", args=[object_id]))
+
+
+# --- Mailchimp audiences, segments and syncs (flow F4) ----------------------------------------------
+
+
+def _start_syncs(request, audiences, *, kind, partner_ids=None, admin_obj):
+    for audience in audiences:
+        run = services.audience_sync_start(
+            audience=audience, kind=kind, triggered_by=request.user.get_username(), partner_ids=partner_ids
+        )
+        admin_obj.message_user(request, f"{audience}: sync #{run.pk} is {run.get_status_display().lower()}.")
+
+
+@admin.register(MailchimpAudience)
+class MailchimpAudienceAdmin(admin.ModelAdmin):
+    list_display = ("name", "list_id", "purpose", "new_member_status", "is_default", "webhook_id", "last_full_sync_at")
+    readonly_fields = ("webhook_id", "last_full_sync_at", "created_at")
+    actions = ("sync_now", "full_sync_now")
+
+    @admin.action(description="Sync changed contacts and segments to Mailchimp now")
+    def sync_now(self, request, queryset):
+        _start_syncs(request, queryset, kind=SyncKind.INCREMENTAL, admin_obj=self)
+
+    @admin.action(description="Full sync now (read statuses back, resend everyone)")
+    def full_sync_now(self, request, queryset):
+        _start_syncs(request, queryset, kind=SyncKind.FULL, admin_obj=self)
+
+
+class SegmentForm(forms.ModelForm):
+    partner_types = forms.MultipleChoiceField(
+        choices=PartnerType.choices, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    regions = forms.MultipleChoiceField(choices=Region.choices, required=False, widget=forms.CheckboxSelectMultiple)
+    countries = forms.MultipleChoiceField(choices=list(all_countries), required=False)
+    tiers = forms.MultipleChoiceField(choices=Tier.choices, required=False, widget=forms.CheckboxSelectMultiple)
+    onboarding_statuses = forms.MultipleChoiceField(
+        choices=OnboardingStatus.choices, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    issue_categories = forms.MultipleChoiceField(
+        choices=IssueCategory.choices, required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = Segment
+        fields = (
+            "name",
+            "audience",
+            "description",
+            "partner_types",
+            "regions",
+            "countries",
+            "product_lines",
+            "product_lines_match",
+            "tiers",
+            "onboarding_statuses",
+            "issue_categories",
+            "issue_within_days",
+            "min_issue_count",
+        )
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    form = SegmentForm
+    list_display = ("name", "audience", "member_count", "remote_member_count", "mailchimp_segment_id", "last_synced_at")
+    list_select_related = ("audience",)
+    filter_horizontal = ("product_lines",)
+    readonly_fields = ("mailchimp_segment_id", "member_count", "remote_member_count", "last_synced_at")
+    actions = ("sync_now",)
+    change_form_template = "admin/partners/segment/change_form.html"
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """ "Preview" checks the rules without saving: how many partners and contacts match, and a sample."""
+        if request.method == "POST" and "_preview" in request.POST:
+            obj = self.get_object(request, object_id) if object_id else None
+            form = self.get_form(request, obj)(request.POST, instance=obj)
+            preview = None
+            if form.is_valid():
+                with transaction.atomic():
+                    segment = form.save()
+                    preview = selectors.segment_preview(segment)
+                    transaction.set_rollback(True)
+            extra_context = {**(extra_context or {}), "segment_preview": preview, "preview_form": form}
+            return self._preview_response(request, object_id, form, extra_context)
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _preview_response(self, request, object_id, form, extra_context):
+        obj = self.get_object(request, object_id) if object_id else None
+        admin_form = helpers.AdminForm(
+            form,
+            list(self.get_fieldsets(request, obj)),
+            {},
+            readonly_fields=self.get_readonly_fields(request, obj),
+            model_admin=self,
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Preview segment",
+            "adminform": admin_form,
+            "object_id": object_id,
+            "original": obj,
+            "is_popup": False,
+            "to_field": None,
+            "media": self.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": self.get_preserved_filters(request),
+            **extra_context,
+        }
+        return self.render_change_form(request, context, add=object_id is None, change=object_id is not None, obj=obj)
+
+    @admin.action(description="Sync these segments' audiences to Mailchimp now")
+    def sync_now(self, request, queryset):
+        audiences = MailchimpAudience.objects.filter(pk__in=queryset.values("audience"))
+        _start_syncs(request, audiences, kind=SyncKind.INCREMENTAL, admin_obj=self)
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "status", "triggered_by", "progress", "summary", "created_at", "finished_at")
+    list_filter = ("status", "kind", "audience")
+    list_select_related = ("audience",)
+    readonly_fields = [field.name for field in SyncRun._meta.fields] + ["progress", "summary"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, run):
+        return f"{run.contacts_done}/{run.contacts_total} contacts, {run.segments_synced} segments"
+
+    @admin.display(description="result")
+    def summary(self, run):
+        return run.summary
+
+
+@admin.action(description="Sync selected partners' contacts to Mailchimp now")
+def sync_partners_to_mailchimp(modeladmin, request, queryset):
+    audience = services.audience_default_ensure()
+    if audience is None:
+        modeladmin.message_user(request, "No Mailchimp audience is configured.", messages.ERROR)
+        return
+    _start_syncs(
+        request,
+        [audience],
+        kind=SyncKind.INCREMENTAL,
+        partner_ids=list(queryset.values_list("pk", flat=True)),
+        admin_obj=modeladmin,
+    )
+
+
+TradingPartnerAdmin.actions = (*TradingPartnerAdmin.actions, sync_partners_to_mailchimp)

@@ -13,6 +13,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Q
@@ -536,3 +537,40 @@ def audience_syncs_start_due(*, kind: str = SyncKind.INCREMENTAL) -> list[SyncRu
         audience_sync_start(audience=audience, kind=kind, triggered_by="beat")
         for audience in MailchimpAudience.objects.filter(purpose=AudiencePurpose.PARTNERS)
     ]
+
+
+MAILCHIMP_WEBHOOK_EVENTS = ("subscribe", "unsubscribe", "profile", "upemail", "cleaned", "campaign")
+
+
+def audience_mailchimp_setup(*, audience: MailchimpAudience, client=None) -> list[str]:
+    """Make the audience ready (idempotent): our merge fields exist, and exactly one webhook points at this
+    site with the current secret, for changes people and admins make (not the API: our own writes must not
+    echo back). Returns what it did."""
+    from connectors.mailchimp.client import get_client
+    from partners.audience_sync import MERGE_FIELDS
+
+    client = client or get_client()
+    done = []
+    created = client.ensure_merge_fields(list_id=audience.list_id, fields=MERGE_FIELDS)
+    if created:
+        done.append(f"{audience.list_id}: created merge fields {', '.join(created)}")
+    secrets = settings.MAILCHIMP_WEBHOOK_SECRETS
+    if not secrets:
+        raise ImproperlyConfigured("MAILCHIMP_WEBHOOK_SECRETS is empty: no webhook can be registered.")
+    prefix = f"{settings.PARTNERLINK_PUBLIC_URL}/webhooks/mailchimp/"
+    url = f"{prefix}{secrets[0]}/"
+    hooks = client.list_webhooks(list_id=audience.list_id)
+    ours = [hook for hook in hooks if str(hook.get("url", "")).startswith(prefix)]
+    current = next((hook for hook in ours if hook.get("url") == url), None)
+    if current is None:
+        current = client.create_list_webhook(
+            list_id=audience.list_id, url=url, events=MAILCHIMP_WEBHOOK_EVENTS, sources=("user", "admin")
+        )
+        done.append(f"{audience.list_id}: registered the webhook")
+    for hook in ours:
+        if hook.get("id") != current.get("id"):  # an older secret's URL, after rotation
+            client.delete_list_webhook(list_id=audience.list_id, webhook_id=hook["id"])
+            done.append(f"{audience.list_id}: removed the webhook of a retired secret")
+    if audience.webhook_id != current.get("id"):
+        MailchimpAudience.objects.filter(pk=audience.pk).update(webhook_id=str(current.get("id") or ""))
+    return done

@@ -12,6 +12,7 @@ COMPLETE_ENV = {
     "DATABASE_URL": "postgres://u:p@127.0.0.1:5432/partnerlink",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "DJANGO_ALLOWED_HOSTS": "partnerlink.example.com",
+    "PARTNERLINK_PUBLIC_URL": "https://partnerlink.example.com",
     "MAILCHIMP_API_KEY": "0123456789abcdef0123456789abcdef-us21",
     "MAILCHIMP_WEBHOOK_SECRETS": "s1",
     "TRADINGGRID_CLIENT_ID": "client",

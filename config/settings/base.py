@@ -162,6 +162,9 @@ PARTNER_IMPORT_MAX_BYTES = env.int("PARTNER_IMPORT_MAX_BYTES", default=100 * 102
 # `seed_demo` runs with DEBUG on, or when this is set; production never allows it.
 DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=False)
 
+# The address Mailchimp and Trading Grid reach this site at; webhooks are registered under it.
+PARTNERLINK_PUBLIC_URL = env("PARTNERLINK_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+
 # --- Mailchimp (connectors/mailchimp) ---------------------------------------------------------
 MAILCHIMP_API_KEY = env("MAILCHIMP_API_KEY", default="")
 # The data centre; taken from the API key's suffix (…-us21) when empty.

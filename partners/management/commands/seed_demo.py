@@ -1,5 +1,8 @@
 """python manage.py seed_demo — demo users and a few hundred realistic partners; safe to run again."""
 
+import json
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -25,6 +28,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--partners", type=int, default=DEMO_PARTNER_COUNT)
+        parser.add_argument(
+            "--export",
+            metavar="PATH",
+            help="Also write the demo partners as Trading Grid profiles (JSON), for the TG emulator's --partners-file.",
+        )
 
     def handle(self, *args, **options):
         if not settings.DEBUG and not getattr(settings, "DEMO_DATA_ALLOWED", False):
@@ -32,7 +40,12 @@ class Command(BaseCommand):
         with transaction.atomic():
             users = self._users()
         managers = [users["maria"], users["james"], users["olivia"]]
-        created = partners_seed_demo(records=demo_partner_records(options["partners"]), managers=managers)
+        records = demo_partner_records(options["partners"])
+        created = partners_seed_demo(records=records, managers=managers)
+        if options["export"]:
+            profiles = [{key: value for key, value in record.items() if key != "issues"} for record in records]
+            Path(options["export"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(options["export"]).write_text(json.dumps(profiles, indent=1))
         self.stdout.write(f"Demo partners created: {created} (already present ones are left as they are).")
         self.stdout.write(f"Sign in at http://127.0.0.1:8000/ with one of these (password for all: {DEMO_PASSWORD}):")
         for username, email, _, _, groups, superuser in DEMO_USERS:
