@@ -102,6 +102,29 @@ def export_partners_csv(modeladmin, request, queryset):
     return response
 
 
+def _start_syncs(request, audiences, *, kind, partner_ids=None, admin_obj):
+    for audience in audiences:
+        run = services.audience_sync_start(
+            audience=audience, kind=kind, triggered_by=request.user.get_username(), partner_ids=partner_ids
+        )
+        admin_obj.message_user(request, f"{audience}: sync #{run.pk} is {run.get_status_display().lower()}.")
+
+
+@admin.action(description="Sync selected partners' contacts to Mailchimp now")
+def sync_partners_to_mailchimp(modeladmin, request, queryset):
+    audience = services.audience_default_ensure()
+    if audience is None:
+        modeladmin.message_user(request, "No Mailchimp audience is configured.", messages.ERROR)
+        return
+    _start_syncs(
+        request,
+        [audience],
+        kind=SyncKind.INCREMENTAL,
+        partner_ids=list(queryset.values_list("pk", flat=True)),
+        admin_obj=modeladmin,
+    )
+
+
 @admin.register(TradingPartner)
 class TradingPartnerAdmin(admin.ModelAdmin):
     list_display = (
@@ -132,7 +155,7 @@ class TradingPartnerAdmin(admin.ModelAdmin):
     list_max_show_all = 1000
     filter_horizontal = ("product_lines",)
     inlines = (TradingAddressInline, ContactInline, IssueHistoryInline)
-    actions = (export_partners_csv,)
+    actions = (export_partners_csv, sync_partners_to_mailchimp)
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("tg_company_id", "name", "legal_name", "partner_type", "partner_manager")}),
@@ -315,14 +338,6 @@ class PartnerImportAdmin(admin.ModelAdmin):
 # --- Mailchimp audiences, segments and syncs (flow F4) ----------------------------------------------
 
 
-def _start_syncs(request, audiences, *, kind, partner_ids=None, admin_obj):
-    for audience in audiences:
-        run = services.audience_sync_start(
-            audience=audience, kind=kind, triggered_by=request.user.get_username(), partner_ids=partner_ids
-        )
-        admin_obj.message_user(request, f"{audience}: sync #{run.pk} is {run.get_status_display().lower()}.")
-
-
 @admin.register(MailchimpAudience)
 class MailchimpAudienceAdmin(admin.ModelAdmin):
     list_display = ("name", "list_id", "purpose", "new_member_status", "is_default", "webhook_id", "last_full_sync_at")
@@ -452,21 +467,3 @@ class SyncRunAdmin(admin.ModelAdmin):
     @admin.display(description="result")
     def summary(self, run):
         return run.summary
-
-
-@admin.action(description="Sync selected partners' contacts to Mailchimp now")
-def sync_partners_to_mailchimp(modeladmin, request, queryset):
-    audience = services.audience_default_ensure()
-    if audience is None:
-        modeladmin.message_user(request, "No Mailchimp audience is configured.", messages.ERROR)
-        return
-    _start_syncs(
-        request,
-        [audience],
-        kind=SyncKind.INCREMENTAL,
-        partner_ids=list(queryset.values_list("pk", flat=True)),
-        admin_obj=modeladmin,
-    )
-
-
-TradingPartnerAdmin.actions = (*TradingPartnerAdmin.actions, sync_partners_to_mailchimp)
