@@ -50,7 +50,7 @@ from django.utils import timezone
 from connectors import services as connector_services
 from connectors.models import EventSource
 from connectors.tradinggrid.client import TradingGridClient, get_client
-from connectors.tradinggrid.errors import TradingGridTransientError
+from connectors.tradinggrid.errors import TradingGridAuthError, TradingGridTransientError
 from connectors.tradinggrid.payloads import (
     TGIssue,
     TGPartner,
@@ -824,6 +824,10 @@ def sync_cursor_advance(*, stream: str, value: str) -> str:
     return cursor.value
 
 
+# Failures that concern every record, not one: the task retries (transient) or fails loudly (credentials).
+_STOP_THE_POLL = (TradingGridTransientError, TradingGridAuthError)
+
+
 @contextmanager
 def _one_poll_at_a_time(stream: str) -> Iterator[bool]:
     """A run that overlaps the previous one (slow host, beat tick) stands down; the lock lapses with the task."""
@@ -880,8 +884,8 @@ def _poll_one_partner(
             return
         partner = partner_from_tg(profile=profile, directory_entry=record, company_id=company_id)
         change = partner_upsert_from_tg(partner=partner, source_event="poll")
-    except TradingGridTransientError:
-        raise  # the task retries the whole walk; what was applied stays applied
+    except _STOP_THE_POLL:
+        raise
     except Exception:  # one odd partner must not stop the others
         logger.exception("Trading Grid poll: partner %s could not be applied", company_id)
         result.failed += 1
@@ -906,9 +910,9 @@ def issues_poll_from_tg(*, client: TradingGridClient | None = None) -> PollResul
             try:
                 issue = issue_from_tg(record)
                 change = issue_upsert_from_tg(issue=issue)
-            except TradingGridTransientError:
+            except _STOP_THE_POLL:
                 raise
-            except Exception:
+            except Exception:  # one odd issue must not stop the others
                 logger.exception("Trading Grid poll: issue %s could not be applied", record.get("id"))
                 result.failed += 1
                 continue

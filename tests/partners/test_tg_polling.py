@@ -266,3 +266,32 @@ def test_a_transient_trading_grid_failure_is_retried_by_the_task(tg, monkeypatch
     # throw=False: an eager retry runs again at once instead of raising Retry.
     assert tasks.tg_issues_poll_task.apply(throw=False).get().startswith("x: seen=0")
     assert len(calls) == 2
+
+
+def test_refused_access_stops_the_poll_instead_of_failing_every_partner(tg):
+    from connectors.tradinggrid.errors import TradingGridAuthError
+
+    tg.state.create_partner(acme())
+    tg.state.create_partner(acme(company_id="GC00800001US", name="Swift", trading_addresses=["ZZ:SWIFT"]))
+    tg.state.add_faults([{"kind": "status", "status": 403, "path": "/community/v1/partners/*", "times": None}])
+
+    with pytest.raises(TradingGridAuthError):
+        tg_sync.partners_poll_from_tg()
+    assert len(tg.requests("GET")) < 5  # the directory and one profile, not every partner's
+
+
+@pytest.mark.parametrize(("retries", "retry_after", "low", "high"), [(0, None, 15, 30), (3, None, 120, 240),
+                                                                     (10, None, 900, 1800), (0, 120, 120, 120)])
+def test_task_retries_back_off_with_jitter_and_honour_retry_after(retries, retry_after, low, high):
+    from types import SimpleNamespace
+
+    from connectors.tradinggrid.errors import TradingGridTransientError
+
+    countdowns = []
+    task = SimpleNamespace(
+        name="t", request=SimpleNamespace(retries=retries), retry=lambda exc, countdown: countdowns.append(countdown)
+    )
+    for _ in range(20):
+        tasks._retry_later(task, TradingGridTransientError("503", status=503, retry_after=retry_after))
+
+    assert all(low <= c <= high for c in countdowns)
