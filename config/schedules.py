@@ -27,4 +27,24 @@ BEAT_SCHEDULE = {
         "Read every member's status back from Mailchimp, resend every contact, reconcile every segment.",
         {"kind": "full"},
     ),
+    "partners: poll Trading Grid partner directory": (
+        "partners.tasks.tg_partners_poll_task",
+        900,
+        "Apply partner profiles that changed in Trading Grid (catches missed webhooks).",
+    ),
+    "partners: poll Trading Grid issues": (
+        "partners.tasks.tg_issues_poll_task",
+        300,
+        "Apply community issues changed since the stored cursor.",
+    ),
+    "partners: poll Lens failed transactions": (
+        "partners.tasks.tg_lens_failures_poll_task",
+        300,
+        "Failed or rejected EDI transactions since the stored cursor become edi_transaction_failure issues.",
+    ),
+    "partners: relay marketing status write-back": (
+        "partners.tasks.partner_marketing_status_write_back_relay_task",
+        600,
+        "Re-enqueue write-backs of unsubscribed/cleaned contacts to Trading Grid whose task was lost.",
+    ),
 }

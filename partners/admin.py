@@ -13,9 +13,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django_countries import countries as all_countries
 
-from partners import selectors, services
+from partners import selectors, services, tg_sync
 from partners.imports import ImportFileError
 from partners.models import (
+    Certification,
     CommunityIssue,
     Contact,
     ImportStatus,
@@ -27,6 +28,7 @@ from partners.models import (
     ProductLine,
     Region,
     Segment,
+    SyncCursor,
     SyncKind,
     SyncRun,
     Tier,
@@ -48,6 +50,18 @@ class ContactInline(admin.TabularInline):
     fields = ("email", "first_name", "last_name", "role", "phone", "language", "timezone", "marketing_status", "source")
     readonly_fields = ("marketing_status", "source")
     show_change_link = True
+
+
+class CertificationInline(admin.TabularInline):
+    model = Certification
+    extra = 0
+    can_delete = False
+    fields = ("type", "number", "issuer", "issued_at", "expires_at")
+    readonly_fields = fields
+    ordering = ("expires_at", "type")
+
+    def has_add_permission(self, request, obj=None):
+        return False  # partners keep their certifications in their Trading Grid profile; the sync brings them
 
 
 class IssueHistoryInline(admin.TabularInline):
@@ -154,17 +168,43 @@ class TradingPartnerAdmin(admin.ModelAdmin):
     list_per_page = 100
     list_max_show_all = 1000
     filter_horizontal = ("product_lines",)
-    inlines = (TradingAddressInline, ContactInline, IssueHistoryInline)
+    inlines = (TradingAddressInline, ContactInline, CertificationInline, IssueHistoryInline)
     actions = (export_partners_csv, sync_partners_to_mailchimp)
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at", "tg_synced_at")
     fieldsets = (
         (None, {"fields": ("tg_company_id", "name", "legal_name", "partner_type", "partner_manager")}),
         ("Where and what", {"fields": ("region", "country_code", "tier", "product_lines")}),
         ("Status", {"fields": ("onboarding_status", "compliance_status", "created_at", "updated_at")}),
+        ("Deadlines", {"fields": ("contract_renewal_at", "compliance_review_at")}),
+        (
+            "Trading Grid",
+            {
+                "fields": ("tg_synced_at",),
+                "description": "Trading Grid owns name, legal name, type, country, tier, statuses, deadlines, "
+                "trading addresses and certifications: a change made here is overwritten by the next sync (and "
+                "noted in the history). Region and product lines set here stay as set.",
+            },
+        ),
     )
 
     def get_queryset(self, request):
         return selectors.partner_list_annotations(selectors.partners_visible_to(request.user))
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # So the Trading Grid sync can respect or report this edit (partners/tg_sync.py).
+        tg_sync.partner_manager_edits_record(partner=obj, fields=form.changed_data, user=request.user)
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        if formset.model is TradingAddress and formset.has_changed():
+            tg_sync.partner_manager_edits_record(partner=form.instance, fields=["trading_addresses"], user=request.user)
+        elif formset.model is Contact:
+            for contact_form in formset.forms:
+                if contact_form.instance.pk and contact_form.has_changed():
+                    tg_sync.contact_manager_edits_record(
+                        contact=contact_form.instance, fields=contact_form.changed_data, user=request.user
+                    )
 
     def get_search_results(self, request, queryset, search_term):
         # Contact emails are stored lower-cased; trading addresses upper-cased.
@@ -195,10 +235,14 @@ class ContactAdmin(admin.ModelAdmin):
     search_fields = ("email", "first_name", "last_name", "partner__name", "=partner__tg_company_id")
     list_select_related = ("partner",)
     raw_id_fields = ("partner",)
-    readonly_fields = ("marketing_status", "source", "created_at", "updated_at")
+    readonly_fields = ("marketing_status", "marketing_status_in_tg", "source", "created_at", "updated_at")
 
     def get_queryset(self, request):
         return selectors.contacts_visible_to(request.user).select_related("partner")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        tg_sync.contact_manager_edits_record(contact=obj, fields=form.changed_data, user=request.user)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "partner":
@@ -227,6 +271,22 @@ class CommunityIssueAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.issues_visible_to(request.user).select_related("partner")
+
+
+@admin.register(SyncCursor)
+class SyncCursorAdmin(admin.ModelAdmin):
+    """Read-only: how far each Trading Grid polling stream has read."""
+
+    list_display = ("stream", "value", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return selectors.user_is_administrator(request.user)  # deleting one makes its stream start over
 
 
 @admin.register(ProductLine)

@@ -6,4 +6,4 @@ class PartnersConfig(AppConfig):
     verbose_name = "Trading partners"
 
     def ready(self):
-        from partners import handlers  # noqa: F401 - registers the inbound event handlers
+        from partners import handlers, tg_handlers  # noqa: F401 - register the inbound event handlers

@@ -102,6 +102,20 @@ class TradingPartner(models.Model):
         related_name="managed_partners",
     )
     product_lines = models.ManyToManyField(ProductLine, blank=True, related_name="partners")
+    contract_renewal_at = models.DateField("contract renewal", null=True, blank=True)
+    compliance_review_at = models.DateField("compliance review", null=True, blank=True)
+    tg_raw = models.JSONField(
+        "last Trading Grid record", default=dict, blank=True, editable=False,
+        help_text="The profile and directory entry last read from Trading Grid, as received.",
+    )
+    tg_updated_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Trading Grid's updated_at of the profile last applied."
+    )
+    tg_synced_at = models.DateTimeField("last synced from Trading Grid", null=True, blank=True, editable=False)
+    manager_edits = models.JSONField(
+        default=dict, blank=True, editable=False,
+        help_text="Fields a partner manager changed in Partnerlink: {field: {at, by}} (see partners/tg_sync.py).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -189,7 +203,15 @@ class Contact(models.Model):
         default=False, help_text="Mailchimp cleaned the address (hard bounce or abuse report)."
     )
     marketing_status_changed_at = models.DateTimeField(null=True, blank=True)
+    marketing_status_in_tg = models.CharField(
+        max_length=20, blank=True, editable=False,
+        help_text="The marketing status last written to the partner's Trading Grid profile.",
+    )
     source = models.CharField(max_length=20, choices=ContactSource.choices, default=ContactSource.ADMIN)
+    manager_edits = models.JSONField(
+        default=dict, blank=True, editable=False,
+        help_text="Fields a partner manager changed in Partnerlink: {field: {at, by}}.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -259,6 +281,9 @@ class CommunityIssue(models.Model):
     raised_at = models.DateTimeField()
     due_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    tg_updated_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Trading Grid's updated_at of the version last applied."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -525,3 +550,43 @@ class MemberBatch(models.Model):
 
     def __str__(self):
         return f"batch {self.batch_id} ({len(self.members)} members, {self.status})"
+
+
+# --- Trading Grid sync (partners/tg_sync.py) --------------------------------------------------------
+
+
+class Certification(models.Model):
+    """A certification the partner holds, as its Trading Grid profile lists it (Trading Grid owns these)."""
+
+    partner = models.ForeignKey(TradingPartner, on_delete=models.CASCADE, related_name="certifications")
+    type = models.CharField(max_length=100, help_text="e.g. ISO 9001, C-TPAT.")
+    number = models.CharField(max_length=100, blank=True)
+    issuer = models.CharField(max_length=200, blank=True)
+    issued_at = models.DateField(null=True, blank=True)
+    expires_at = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["partner_id", "expires_at", "type"]
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "type", "number"], name="certification_unique_per_partner")
+        ]
+        indexes = [models.Index(fields=["expires_at"])]
+
+    def __str__(self):
+        return f"{self.type} {self.number}".strip()
+
+
+class SyncCursor(models.Model):
+    """How far a polling stream has read (e.g. the last `updated_at` seen), so a restart resumes there."""
+
+    stream = models.CharField(max_length=100, unique=True)
+    value = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["stream"]
+
+    def __str__(self):
+        return f"{self.stream} @ {self.value or '(start)'}"

@@ -359,6 +359,7 @@ def contact_marketing_status_apply(
     takes it, unless it already holds a newer state (events can arrive out of order)."""
     contacts = list(Contact.objects.select_for_update().select_related("partner").filter(email=email.lower()))
     applied = 0
+    write_back = set()
     for contact in contacts:
         if contact.marketing_status_changed_at and contact.marketing_status_changed_at > occurred_at:
             continue
@@ -374,6 +375,13 @@ def contact_marketing_status_apply(
             applied += 1
             note = f" ({reason})" if reason else ""
             history_record(obj=contact.partner, message=f"Mailchimp: {contact.email} is now {status}{note}.")
+            if status in (MarketingStatus.UNSUBSCRIBED, MarketingStatus.CLEANED):
+                write_back.add(contact.partner_id)
+    if write_back:
+        # The partner's Trading Grid profile shows its contacts' consent state.
+        from partners.tg_sync import partner_marketing_status_write_back_enqueue
+
+        partner_marketing_status_write_back_enqueue(partner_ids=write_back)
     return ContactEventResult(matched=len(contacts), applied=applied)
 
 

@@ -215,6 +215,8 @@ def test_admin_changes_are_recorded_in_the_partner_history(client, administrator
             "contacts-0-role": "finance",
             "issues-TOTAL_FORMS": 0,
             "issues-INITIAL_FORMS": 0,
+            "certifications-TOTAL_FORMS": 0,
+            "certifications-INITIAL_FORMS": 0,
         }
     )
 
