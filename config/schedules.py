@@ -47,4 +47,9 @@ BEAT_SCHEDULE = {
         600,
         "Re-enqueue write-backs of unsubscribed/cleaned contacts to Trading Grid whose task was lost.",
     ),
+    "campaigns: relay journey triggers": (
+        "campaigns.tasks.journey_triggers_relay_task",
+        60,
+        "Re-enqueue onboarding journey triggers whose task was lost or whose worker died.",
+    ),
 }

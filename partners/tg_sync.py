@@ -32,7 +32,7 @@ Conflict rule (also in README.md, "Trading Grid sync"):
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -113,6 +113,12 @@ PROFILE_REFRESH_AFTER = timedelta(hours=24)
 
 
 # --- What changed ----------------------------------------------------------------------------------
+
+# Flows that react to partner changes (the onboarding journeys of campaigns/journeys.py) register here at
+# start-up. Each is called inside the upsert's transaction, so what it records (its ledger rows) commits or
+# rolls back with the change itself: a change applied is never a trigger lost, and one applied twice (webhook
+# and poll) is seen once.
+partner_change_listeners: list[Callable[[PartnerChange], None]] = []
 
 
 @dataclass(frozen=True)
@@ -356,6 +362,9 @@ def partner_upsert_from_tg(
         history_record(obj=obj, action=action, message=f"Trading Grid ({source_event}): {change.describe()}")
     for note in [*conflict_notes, *contacts.notes]:
         history_record(obj=obj, message=note)
+    if change.changed:
+        for listener in partner_change_listeners:
+            listener(change)
     if created:
         _enqueue_partner_issues_sync(buid)
     if first_sync and not created:
