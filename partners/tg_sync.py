@@ -43,6 +43,7 @@ from django.conf import settings
 from django.contrib.admin.models import ADDITION, CHANGE
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -1101,3 +1102,27 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     return value
 
+
+
+# --- Our webhook subscription ---------------------------------------------------------------------------
+
+
+def tg_webhook_subscription_ensure(*, client: TradingGridClient | None = None) -> list[str]:
+    """Exactly one Trading Grid webhook subscription points at this site, for every event type, signed with
+    the first TRADINGGRID_WEBHOOK_SECRETS (idempotent). Returns what it did."""
+    from connectors.tradinggrid.webhooks import WEBHOOK_EVENT_TYPES
+
+    client = client or get_client()
+    secrets = settings.TRADINGGRID_WEBHOOK_SECRETS
+    if not secrets:
+        raise ImproperlyConfigured("TRADINGGRID_WEBHOOK_SECRETS is empty: no webhook subscription can be made.")
+    url = f"{settings.PARTNERLINK_PUBLIC_URL}/webhooks/tradinggrid/"
+    ours = [sub for sub in client.iter_webhook_subscriptions() if sub.get("url") == url]
+    if ours:
+        for extra in ours[1:]:
+            client.delete_webhook_subscription(subscription_id=str(extra["id"]), missing_ok=True)
+        return [f"subscription {ours[0].get('id')} already sends to {url}"] + [
+            f"removed duplicate subscription {extra.get('id')}" for extra in ours[1:]
+        ]
+    created = client.create_webhook_subscription(url=url, event_types=list(WEBHOOK_EVENT_TYPES), secret=secrets[0])
+    return [f"subscribed {url} to every event type ({created.get('id')})"]

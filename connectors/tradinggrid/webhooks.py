@@ -27,6 +27,23 @@ ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
 
+# The event types Trading Grid sends (CONTRACT.md, "Webhooks").
+WEBHOOK_EVENT_TYPES = (
+    "partner.created",
+    "partner.updated",
+    "partner.status_changed",
+    "partner.contact.created",
+    "partner.contact.updated",
+    "partner.contact.removed",
+    "issue.created",
+    "issue.updated",
+    "issue.status_changed",
+    "document.acknowledged",
+    "event.registration.created",
+    "event.attendance.recorded",
+    "event.question.created",
+)
+
 
 class WebhookVerificationError(TradingGridError):
     """A webhook was refused. The view answers 4xx (never 5xx: a retry would not help)."""

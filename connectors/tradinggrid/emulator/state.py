@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ..webhooks import decode_webhook_secret, generate_webhook_secret
+from ..webhooks import WEBHOOK_EVENT_TYPES, decode_webhook_secret, generate_webhook_secret
 
 PARTNER_TYPES = ("supplier", "distributor", "carrier", "3pl", "customer", "reseller")
 ONBOARDING_STATUSES = ("new", "invited", "registered", "testing", "approved", "suspended", "rejected")
@@ -43,21 +43,6 @@ ISSUE_STATUSES = ("open", "acknowledged", "awaiting_partner", "under_review", "r
 DOCUMENT_KINDS = ("policy", "trading_terms", "operational_guide")
 DOCUMENT_VERSION_STATUSES = ("draft", "approved", "withdrawn")
 EVENT_KINDS = ("webinar", "training", "business_review")
-WEBHOOK_EVENT_TYPES = (
-    "partner.created",
-    "partner.updated",
-    "partner.status_changed",
-    "partner.contact.created",
-    "partner.contact.updated",
-    "partner.contact.removed",
-    "issue.created",
-    "issue.updated",
-    "issue.status_changed",
-    "document.acknowledged",
-    "event.registration.created",
-    "event.attendance.recorded",
-    "event.question.created",
-)
 PROFILE_FIELDS = (
     "partner_type",
     "region",

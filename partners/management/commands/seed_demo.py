@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from partners import services
 from partners.demo import DEMO_PARTNER_COUNT, demo_partner_records
 from partners.selectors import ADMINISTRATORS_GROUP, APPROVERS_GROUP, PARTNER_MANAGERS_GROUP
 from partners.services import partners_seed_demo
@@ -40,6 +41,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             users = self._users()
         managers = [users["maria"], users["james"], users["olivia"]]
+        self._journey_mapping()
         records = demo_partner_records(options["partners"])
         created = partners_seed_demo(records=records, managers=managers)
         if options["export"]:
@@ -51,6 +53,23 @@ class Command(BaseCommand):
         for username, email, _, _, groups, superuser in DEMO_USERS:
             role = "superuser" if superuser else ", ".join(groups)
             self.stdout.write(f"  {username:<8} {email:<36} {role}")
+
+    def _journey_mapping(self) -> None:
+        """The emulator's demo journey 4101 welcomes the contacts of every partner approved in Trading Grid."""
+        from campaigns.models import JourneyMapping
+
+        audience = services.audience_default_ensure()
+        if audience is None or JourneyMapping.objects.exists():
+            return
+        JourneyMapping.objects.create(
+            name="Welcome newly approved partners",
+            trigger="partner_approved",
+            audience=audience,
+            journey_id=4101,
+            step_id=41011,
+            tags=["onboarding"],
+            member_event="partner_approved",
+        )
 
     def _users(self) -> dict:
         user_model = get_user_model()
