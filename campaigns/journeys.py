@@ -112,7 +112,7 @@ def _claim(trigger_id: int) -> JourneyTrigger | None:
     now = timezone.now()
     with transaction.atomic():
         row = (
-            JourneyTrigger.objects.select_for_update(skip_locked=True)
+            JourneyTrigger.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("mapping", "mapping__audience", "partner", "contact")
             .filter(pk=trigger_id, status=JourneyTriggerStatus.PENDING)
             .first()

@@ -33,6 +33,8 @@ def celery_worker(*, concurrency: int = 1, extra_env: dict | None = None):
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": database_url_of_test_database(),
         "REDIS_URL": settings.REDIS_URL,
+        # What the worker itself enqueues (follow-up tasks) stays on its own queue too.
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
         **(extra_env or {}),
     }
     log = open(ROOT / "var" / f"{queue}.log", "w")  # noqa: SIM115 - closed below

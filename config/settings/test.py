@@ -19,10 +19,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 
 # Connectors point at loopback emulators started by fixtures; these fakes are what they accept.
 MAILCHIMP_API_KEY = "0123456789abcdef0123456789abcdef-us21"
-MAILCHIMP_API_URL = ""
+# End-to-end tests start the emulators as processes and pass their addresses to worker processes here.
+MAILCHIMP_API_URL = env("TEST_MAILCHIMP_API_URL", default="")
 MAILCHIMP_AUDIENCE_ID = "test0aud1e"
 MAILCHIMP_WEBHOOK_SECRETS = ["test-mailchimp-secret-new", "test-mailchimp-secret-old"]
-TRADINGGRID_API_URL = "http://127.0.0.1:9"
+TRADINGGRID_API_URL = env("TEST_TRADINGGRID_API_URL", default="http://127.0.0.1:9")
 TRADINGGRID_CLIENT_ID = "test-client"
 TRADINGGRID_CLIENT_SECRET = "test-secret"
 TRADINGGRID_COMPANY_ID = "GC00000001PL"
