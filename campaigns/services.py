@@ -713,11 +713,13 @@ def _record_failure(send: CampaignSend, reason: str) -> None:
     )
 
 
-def campaign_send_note_retry(*, send_id: int, error: str, countdown: float) -> None:
-    """A transient failure: keep the reason on the ledger and tell the relay when the retry is due."""
-    CampaignSend.objects.filter(pk=send_id).update(
-        last_error=f"will retry: {error}"[:2000], next_attempt_at=timezone.now() + timedelta(seconds=countdown)
-    )
+def campaign_send_note_retry(*, send_id: int, countdown: float, error: str = "") -> None:
+    """A retry is coming: tell the relay when it is due, and keep the transient error (if any) for the page.
+    Only a row still waiting is touched: a run that lost the race to a finished one writes nothing."""
+    changes: dict[str, Any] = {"next_attempt_at": timezone.now() + timedelta(seconds=countdown)}
+    if error:
+        changes["last_error"] = f"will retry: {error}"[:2000]
+    CampaignSend.objects.filter(pk=send_id, status__in=(SendStatus.PENDING, SendStatus.CANCELLING)).update(**changes)
 
 
 def communication_send_give_up(*, send_id: int, reason: str) -> None:

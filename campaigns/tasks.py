@@ -35,7 +35,8 @@ def communication_send_task(self, send_id: int) -> None:
             countdown = SEGMENTS_RETRY_SECONDS * (1 + random.random() / 2)
         else:
             countdown = _backoff(self.request.retries, exc.retry_after)
-        services.campaign_send_note_retry(send_id=send_id, error=str(exc), countdown=countdown)
+        busy = isinstance(exc, services.CommunicationBusy)  # not an error: another run is at it
+        services.campaign_send_note_retry(send_id=send_id, countdown=countdown, error="" if busy else str(exc))
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
@@ -61,7 +62,8 @@ def communication_cancel_task(self, send_id: int) -> None:
             return  # still `cancelling`: the relay tries again
         retry_after = getattr(exc, "retry_after", None)
         countdown = _backoff(self.request.retries, retry_after)
-        services.campaign_send_note_retry(send_id=send_id, error=str(exc), countdown=countdown)
+        busy = isinstance(exc, services.CommunicationBusy)
+        services.campaign_send_note_retry(send_id=send_id, countdown=countdown, error="" if busy else str(exc))
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 

@@ -20,6 +20,7 @@ from campaigns.models import (
 from connectors.mailchimp.emulator import Fault
 from partners.models import Segment, SyncRun
 from tests.conftest import MAILCHIMP_TEST_AUDIENCE
+from tests.partners.factories import ContactFactory, TradingPartnerFactory
 
 from .conftest import new_communication, sync_audience
 
@@ -520,3 +521,74 @@ def test_resubmitting_after_an_edit_updates_the_same_mailchimp_draft(
         "anna@acme.example",
         "dispatch@swift.example",
     ]
+
+
+# --- two workers at once (PostgreSQL: real concurrent connections) ------------------------------------------
+
+
+def _groups_after_a_flush():
+    """Another transactional test may have flushed the groups the data migrations made: make them again."""
+    from importlib import import_module
+
+    from django.contrib.auth.models import Group, Permission
+
+    granted = import_module("campaigns.migrations.0002_group_permissions").GROUP_PERMISSIONS
+    permissions = Permission.objects.filter(content_type__app_label="campaigns")
+    for name, codenames in granted.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.add(*(permissions if codenames == "__all__" else permissions.filter(codename__in=codenames)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_running_the_same_send_at_once_make_one_campaign(mailchimp_emulator, monkeypatch):
+    import threading
+
+    from django.conf import settings
+    from django.db import connection
+
+    from partners.services import audience_default_ensure
+
+    from .conftest import make_user
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        pytest.skip("needs PostgreSQL: concurrent connections to one test database")
+    _groups_after_a_flush()
+    author, approver = make_user("Partner managers"), make_user("Approvers")
+    audience = audience_default_ensure()
+    suppliers = Segment.objects.create(name="Suppliers", audience=audience, partner_types=["supplier"])
+    ContactFactory(partner=TradingPartnerFactory(partner_type="supplier"), email="anna@acme.example")
+    sync_audience(audience)
+    monkeypatch.setattr(services, "_enqueue_prepare", lambda send: None)
+    monkeypatch.setattr(services, "_enqueue_send", lambda send: None)
+    communication = new_communication(author, audience, [suppliers])
+    services.communication_submit(communication_id=communication.pk, actor=author)
+    services.communication_approve(communication_id=communication.pk, actor=approver)
+    send_id = CampaignSend.objects.get(communication=communication).pk
+    outcomes = {}
+
+    def worker(name):
+        try:
+            outcomes[name] = services.communication_send_execute(send_id=send_id)
+        except services.CommunicationBusy as exc:
+            outcomes[name] = exc
+        finally:
+            connection.close()
+
+    mailchimp_emulator.hold()  # the first worker parks inside its first Mailchimp call, holding the lease
+    first = threading.Thread(target=worker, args=("first",))
+    first.start()
+    deadline = timezone.now() + dt.timedelta(seconds=10)
+    while mailchimp_emulator.stats()["in_flight"] < 1 and timezone.now() < deadline:
+        threading.Event().wait(0.02)
+    second = threading.Thread(target=worker, args=("second",))
+    second.start()
+    second.join(timeout=10)
+    mailchimp_emulator.release()
+    first.join(timeout=20)
+
+    assert isinstance(outcomes["second"], services.CommunicationBusy)
+    assert outcomes["first"].status == SendStatus.DONE
+    assert services.communication_send_execute(send_id=send_id).status == SendStatus.DONE  # the second one's retry
+    assert len(campaigns(mailchimp_emulator)) == 1
+    assert len(api_calls(mailchimp_emulator, "POST", "/actions/send")) == 1
+    assert reload(communication).state == S.SENT
