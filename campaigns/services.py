@@ -330,7 +330,9 @@ def communication_submit(*, communication_id: int, actor: AbstractBaseUser, comm
 def communication_approve(*, communication_id: int, actor: AbstractBaseUser, comment: str = "") -> Communication:
     """An approver who did not submit it approves it; the send task is enqueued on commit."""
     communication = _locked(communication_id)
-    if S.APPROVED not in ALLOWED_TRANSITIONS[communication.state] or communication.state == S.FAILED:
+    if communication.state == S.FAILED:
+        raise TransitionError(f"“{communication.subject}” failed: an approver tries it again with “Retry the send”.")
+    if S.APPROVED not in ALLOWED_TRANSITIONS[communication.state]:
         raise TransitionError(_refusal(communication, S.APPROVED))
     _require_approver(communication, actor, action="approve")
     _transition(communication, S.APPROVED, actor=actor, comment=comment)
@@ -406,6 +408,7 @@ def communication_cancel(*, communication_id: int, actor: AbstractBaseUser, comm
 @transaction.atomic
 def communication_refresh_mailchimp_draft(*, communication_id: int, actor: AbstractBaseUser) -> CampaignSend:
     """Push the current content to the Mailchimp draft and read its checklist again (in the background)."""
+    _require_changer(actor)
     communication = _locked(communication_id)
     if communication.state not in DRAFT_PUSH_STATES:
         raise TransitionError(
@@ -420,6 +423,8 @@ def communication_refresh_mailchimp_draft(*, communication_id: int, actor: Abstr
 @transaction.atomic
 def communication_test_email_request(*, communication_id: int, actor: AbstractBaseUser) -> CommunicationTestEmail:
     """A test email of the communication as it stands now, to the person asking, through Mailchimp."""
+    if not actor.has_perm("campaigns.view_communication"):
+        raise PermissionRefused("You may not see communications, so you can't test them either.")
     communication = _locked(communication_id)
     if not actor.email:
         raise TransitionError("Your account has no email address: add one to receive test emails.")

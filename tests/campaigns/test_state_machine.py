@@ -347,6 +347,21 @@ def test_a_failed_send_is_retried_by_an_approver_who_did_not_submit(approved, ap
     assert states(retried)[-1] == (S.FAILED, S.APPROVED)
 
 
+def test_a_failed_send_is_retried_not_approved_again(approved, second_approver):
+    put_in_state(approved, S.FAILED)
+    with pytest.raises(services.TransitionError, match="Retry the send"):
+        services.communication_approve(communication_id=approved.pk, actor=second_approver)
+
+
+def test_test_emails_need_an_address_and_someone_who_may_see_communications(draft, author):
+    with pytest.raises(services.PermissionRefused):
+        services.communication_test_email_request(communication_id=draft.pk, actor=make_user(email="x@example.com"))
+    author.email = ""
+    author.save()
+    with pytest.raises(services.TransitionError, match="no email address"):
+        services.communication_test_email_request(communication_id=draft.pk, actor=author)
+
+
 def test_only_a_failed_send_can_be_retried(submitted, approver):
     with pytest.raises(services.TransitionError, match="only a failed send"):
         services.communication_retry(communication_id=submitted.pk, actor=approver)
