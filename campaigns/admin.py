@@ -231,6 +231,7 @@ class CommunicationAdmin(admin.ModelAdmin):
             "waiting_note": waiting_note,
             "recipient_rows": selectors.communication_recipient_rows(communication),
             "send_plan": selectors.communication_send_plan(communication),
+            "scheduled_for_utc": selectors.format_utc(communication.scheduled_for),
             "transitions": communication.transitions.select_related("actor"),
             "test_emails": communication.test_emails.select_related("requested_by")[:10],
             "preview_html": (send.rendered_html if send and send.rendered_html else communication.html_body),

@@ -674,7 +674,11 @@ def communication_send_execute(*, send_id: int, client=None, now: datetime | Non
         except MailchimpAPIError as exc:
             _record_failure(send, mailchimp_refusal(exc))
         else:
-            _record_handover(send, status=status, slot=slot, send_time=send_time)
+            if status in ("schedule", "sending", "sent"):
+                _record_handover(send, status=status, slot=slot, send_time=send_time)
+            else:  # canceled, canceling, paused, archived: someone stopped it in Mailchimp
+                campaign = send.mailchimp_campaign_id
+                _record_failure(send, f"Mailchimp holds campaign {campaign} as “{status}”: it was not sent.")
         send.refresh_from_db()
         return send
 

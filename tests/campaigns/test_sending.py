@@ -309,6 +309,22 @@ def test_a_segment_never_synced_starts_a_sync_and_the_send_waits_for_it(
     assert len(campaign.report.recipients) == 2
 
 
+def test_a_campaign_someone_cancelled_in_mailchimp_is_a_failure_not_a_send(
+    mailchimp_emulator, synced, author, approver, audience, django_capture_on_commit_callbacks
+):
+    communication = new_communication(author, audience, [synced[0]])
+    submit(communication, author, django_capture_on_commit_callbacks)
+    [campaign] = campaigns(mailchimp_emulator)
+    campaign.status = "canceled"
+
+    approve(communication, approver, django_capture_on_commit_callbacks)
+
+    communication = reload(communication)
+    assert communication.state == S.FAILED
+    assert f"Mailchimp holds campaign {campaign.id} as “canceled”" in communication.failure_reason
+    assert api_calls(mailchimp_emulator, "POST", "/actions/send") == []
+
+
 # --- scheduling ----------------------------------------------------------------------------------------
 
 
