@@ -1,16 +1,380 @@
-"""Admin for communications and journey mappings."""
+"""Admin for communications: thin. Every change of state goes through campaigns/services.py; what the
+change page shows beside the form (recipients, Mailchimp's checklist and rendering, history) comes from
+selectors and the ledger row."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
+from campaigns import selectors, services
 from campaigns.models import (
     WATCHABLE_FIELDS,
+    CampaignSend,
+    Communication,
+    CommunicationState,
     JourneyMapping,
     JourneyTrigger,
     JourneyTriggerKind,
+    SendStatus,
 )
 from partners.admin import TradingPartnerAdmin
-from partners.models import PartnerType, Region, Tier
+from partners.models import PartnerType, Region, Segment, Tier
+
+EDIT_FIELDS = (
+    "kind",
+    "audience",
+    "subject",
+    "preview_text",
+    "from_name",
+    "reply_to",
+    "html_body",
+    "template_id",
+    "template_sections",
+    "schedule_time",
+)
+S = CommunicationState
+
+
+class HtmlWithLivePreview(forms.Textarea):
+    """The HTML body beside a sandboxed iframe that shows it as it is typed (static/campaigns/live-preview.js)."""
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs={"rows": 18, "class": "vLargeTextField", "data-live-preview": "1", **(attrs or {})})
+
+    def render(self, name, value, attrs=None, renderer=None):
+        textarea = super().render(name, value, attrs, renderer)
+        # sandbox="" : the email's own scripts and forms never run in the admin's origin.
+        return format_html(
+            '<div class="communication-editor">{}<div class="communication-live-preview">'
+            '<p class="help">Live preview (as you type; Mailchimp\'s own rendering is shown above once its '
+            'draft exists)</p><iframe sandbox="" title="Live preview of the HTML body" srcdoc="{}"></iframe>'
+            "</div></div>",
+            textarea,
+            value or "",
+        )
+
+    class Media:
+        js = ("campaigns/live-preview.js",)
+        css = {"all": ("campaigns/communication.css",)}
+
+
+class CommunicationForm(forms.ModelForm):
+    segments = forms.ModelMultipleChoiceField(
+        queryset=Segment.objects.select_related("audience"),
+        widget=admin.widgets.FilteredSelectMultiple("segments", is_stacked=False),
+        help_text="Every contact in any of these segments receives it (each address once).",
+    )
+
+    class Meta:
+        model = Communication
+        fields = (*EDIT_FIELDS, "segments")
+        widgets = {"html_body": HtmlWithLivePreview}
+
+    def clean_template_sections(self):
+        return self.cleaned_data.get("template_sections") or {}
+
+    def clean(self):
+        cleaned = super().clean()
+        html, template_id = (cleaned.get("html_body") or "").strip(), cleaned.get("template_id")
+        if html and template_id is not None:
+            raise ValidationError("Write an HTML body or choose a Mailchimp template, not both.")
+        audience, segments = cleaned.get("audience"), cleaned.get("segments")
+        if audience is None and self.instance.audience_id:  # read-only once its Mailchimp campaign exists
+            audience = self.instance.audience
+        if audience is not None and segments:
+            outside = selectors.segments_outside_audience(audience, segments)
+            if outside:
+                self.add_error(
+                    "segments",
+                    f"Not segments of {audience.name}: {', '.join(segment.name for segment in outside)}.",
+                )
+        sections = cleaned.get("template_sections")
+        if sections and not isinstance(sections, dict):
+            self.add_error("template_sections", 'Sections are an object of names and HTML: {"body": "<p>…</p>"}.')
+        return cleaned
+
+
+class WaitingForMyApprovalFilter(admin.SimpleListFilter):
+    title = "approval"
+    parameter_name = "waiting_for"
+
+    def lookups(self, request, model_admin):
+        # Hidden (no choices) for people who can't approve anything.
+        return (("me", "Waiting for my approval"),) if selectors.user_can_approve(request.user) else ()
+
+    def queryset(self, request, queryset):
+        if self.value() == "me":
+            return selectors.communications_waiting_for(request.user, queryset)
+        return queryset
+
+
+@admin.register(Communication)
+class CommunicationAdmin(admin.ModelAdmin):
+    form = CommunicationForm
+    list_display = ("subject", "kind", "state", "audience", "created_by", "approved_by", "when", "updated_at")
+    list_filter = (
+        WaitingForMyApprovalFilter,
+        "kind",
+        "state",
+        ("created_by", admin.RelatedOnlyFieldListFilter),
+        ("approved_by", admin.RelatedOnlyFieldListFilter),
+        "created_at",
+    )
+    search_fields = ("subject", "=mailchimp_campaign_id")
+    list_per_page = 100
+    change_form_template = "admin/campaigns/communication/change_form.html"
+    change_list_template = "admin/campaigns/communication/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("kind", "audience", "segments")}),
+        ("Email", {"fields": ("subject", "preview_text", "from_name", "reply_to")}),
+        (
+            "Content: an HTML body, or a Mailchimp template with its sections",
+            {"fields": ("html_body", "template_id", "template_sections")},
+        ),
+        ("When", {"fields": ("schedule_time",)}),
+    )
+
+    def get_queryset(self, request):
+        return selectors.communications_for_list(super().get_queryset(request))
+
+    @admin.display(description="scheduled / sent", ordering="sent_at")
+    def when(self, communication):
+        if communication.sent_at:
+            return f"sent {selectors.format_utc(communication.sent_at)}"
+        if communication.scheduled_for:
+            return f"for {selectors.format_utc(communication.scheduled_for)}"
+        if communication.schedule_time:
+            return f"asked {selectors.format_utc(communication.schedule_time)}"
+        return "at once"
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        if obj.state not in services.EDITABLE_STATES:
+            return (*EDIT_FIELDS, "segments")
+        if obj.mailchimp_campaign_id:
+            return ("audience",)  # its Mailchimp campaign belongs to this audience
+        return ()
+
+    def has_delete_permission(self, request, obj=None):
+        # Communications are cancelled, not deleted: their history and Mailchimp campaign stay traceable.
+        return False
+
+    # -- saving through the services -------------------------------------------------------------------
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (services.TransitionError, ValidationError) as exc:
+            # The state changed between showing the form and saving it: nothing was saved.
+            self.message_user(request, _message(exc), messages.ERROR)
+            target = reverse("admin:campaigns_communication_change", args=[object_id]) if object_id else request.path
+            return HttpResponseRedirect(target)
+
+    def save_model(self, request, obj, form, change):
+        data = {field: form.cleaned_data[field] for field in EDIT_FIELDS if field in form.cleaned_data}
+        segments = form.cleaned_data.get("segments")
+        if change:
+            saved = services.communication_update(
+                communication_id=obj.pk, actor=request.user, changes=data, segments=segments
+            )
+        else:
+            saved = services.communication_create(author=request.user, segments=segments or [], **data)
+            obj.pk = obj.id = saved.pk
+            obj._state.adding = False
+        if saved.schedule_time and saved.state in services.EDITABLE_STATES:
+            slot = selectors.communication_schedule_slot(saved)
+            if slot != saved.schedule_time:
+                self.message_user(
+                    request,
+                    f"Mailchimp sends on the quarter hour: {selectors.format_utc(saved.schedule_time)} "
+                    f"becomes {selectors.format_utc(slot)}.",
+                    messages.WARNING,
+                )
+
+    def save_related(self, request, form, formsets, change):
+        pass  # segments are set by the service
+
+    # -- the change page -------------------------------------------------------------------------------
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        communication = self.get_object(request, object_id)
+        if communication is not None:
+            extra_context = {**(extra_context or {}), **self._page_context(request, communication)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _page_context(self, request, communication):
+        send = CampaignSend.objects.filter(communication=communication).first()
+        user = request.user
+        state = communication.state
+        is_submitter = communication.submitted_by_id == user.pk
+        can_approve = selectors.user_can_approve(user)
+        can_change = selectors.user_can_change(user)
+        allowed = services.ALLOWED_TRANSITIONS[state]
+        actions = []
+        if can_change and S.SUBMITTED in allowed:
+            actions.append(("submit", "Submit for approval", False))
+        if state == S.SUBMITTED and can_approve and not is_submitter:
+            actions.append(("approve", "Approve", False))
+            actions.append(("request_changes", "Request changes", True))
+        if state == S.FAILED and can_approve and not is_submitter:
+            actions.append(("retry", "Retry the send", False))
+        if can_change and S.CANCELLED in allowed and not (send and send.status == SendStatus.CANCELLING):
+            actions.append(("cancel", "Cancel", True))
+        if state != S.CANCELLED and (communication.html_body.strip() or communication.template_id is not None):
+            actions.append(("test_email", f"Send test to me ({user.email or 'no address'})", False))
+        if send is not None and state in services.DRAFT_PUSH_STATES:
+            actions.append(("refresh", "Refresh Mailchimp checklist and preview", False))
+        waiting_note = ""
+        if state == S.SUBMITTED and is_submitter:
+            waiting_note = "You submitted it: another approver has to approve it (four-eyes rule)."
+        elif state == S.SUBMITTED and not can_approve:
+            waiting_note = "Waiting for a member of “Approvers”."
+        return {
+            "communication": communication,
+            "send": send,
+            "actions": actions,
+            "waiting_note": waiting_note,
+            "recipient_rows": selectors.communication_recipient_rows(communication),
+            "send_plan": selectors.communication_send_plan(communication),
+            "scheduled_for_utc": selectors.format_utc(communication.scheduled_for),
+            "transitions": communication.transitions.select_related("actor"),
+            "test_emails": communication.test_emails.select_related("requested_by")[:10],
+            "preview_html": (send.rendered_html if send and send.rendered_html else communication.html_body),
+            "preview_from_mailchimp": bool(send and send.rendered_html),
+            "cancelling": bool(send and send.status == SendStatus.CANCELLING),
+        }
+
+    def get_urls(self):
+        return [
+            path(
+                "waiting-for-me/",
+                self.admin_site.admin_view(self.waiting_for_me_view),
+                name="campaigns_communication_waiting",
+            ),
+            path(
+                "<int:object_id>/do/<str:action>/",
+                self.admin_site.admin_view(self.action_view),
+                name="campaigns_communication_action",
+            ),
+            *super().get_urls(),
+        ]
+
+    def waiting_for_me_view(self, request):
+        """Submitted communications I may approve: the list, filtered."""
+        query = urlencode({WaitingForMyApprovalFilter.parameter_name: "me"})
+        return HttpResponseRedirect(f"{reverse('admin:campaigns_communication_changelist')}?{query}")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_approve": selectors.user_can_approve(request.user)}
+        if extra_context["can_approve"]:
+            extra_context["waiting_count"] = selectors.communications_waiting_for(request.user).count()
+        return super().changelist_view(request, extra_context)
+
+    def action_view(self, request, object_id, action):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        communication = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_view_permission(request, communication):
+            raise PermissionDenied
+        comment = request.POST.get("comment", "")
+        handlers = {
+            "submit": self._submit,
+            "approve": self._approve,
+            "request_changes": self._request_changes,
+            "retry": self._retry,
+            "cancel": self._cancel,
+            "test_email": self._test_email,
+            "refresh": self._refresh,
+        }
+        handler = handlers.get(action)
+        if handler is None:
+            self.message_user(request, f"Unknown action “{action}”.", messages.ERROR)
+        else:
+            try:
+                text = handler(request, communication, comment)
+            except (services.TransitionError, ValidationError) as exc:
+                self.message_user(request, _message(exc), messages.ERROR)
+            else:
+                self.message_user(request, text, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:campaigns_communication_change", args=[communication.pk]))
+
+    def _submit(self, request, communication, comment):
+        services.communication_submit(communication_id=communication.pk, actor=request.user, comment=comment)
+        return "Submitted for approval. Mailchimp's checklist and preview appear here once its draft is ready."
+
+    def _approve(self, request, communication, comment):
+        approved = services.communication_approve(
+            communication_id=communication.pk, actor=request.user, comment=comment
+        )
+        return f"Approved. {selectors.communication_send_plan(approved, now=timezone.now())}"
+
+    def _request_changes(self, request, communication, comment):
+        services.communication_request_changes(communication_id=communication.pk, actor=request.user, comment=comment)
+        return "Sent back to its author with your comment."
+
+    def _retry(self, request, communication, comment):
+        retried = services.communication_retry(communication_id=communication.pk, actor=request.user, comment=comment)
+        return f"Approved again; the same Mailchimp campaign is reused. {selectors.communication_send_plan(retried)}"
+
+    def _cancel(self, request, communication, comment):
+        cancelled = services.communication_cancel(
+            communication_id=communication.pk, actor=request.user, comment=comment
+        )
+        if cancelled.state == S.SCHEDULED:
+            return "Mailchimp is asked to unschedule it; this page shows the outcome."
+        return "Cancelled."
+
+    def _test_email(self, request, communication, comment):
+        test_email = services.communication_test_email_request(communication_id=communication.pk, actor=request.user)
+        return f"A test email to {test_email.email} is on its way through Mailchimp; its outcome is listed below."
+
+    def _refresh(self, request, communication, comment):
+        services.communication_refresh_mailchimp_draft(communication_id=communication.pk, actor=request.user)
+        return "Mailchimp's draft is being brought up to date; reload the page in a moment."
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    return str(exc)
+
+
+@admin.register(CampaignSend)
+class CampaignSendAdmin(admin.ModelAdmin):
+    """The ledger: one row per communication that reached Mailchimp, for operators."""
+
+    list_display = (
+        "communication",
+        "status",
+        "mailchimp_campaign_id",
+        "mailchimp_segment_id",
+        "recipient_count",
+        "attempts",
+        "last_error",
+        "queued_at",
+        "finished_at",
+    )
+    list_filter = ("status",)
+    list_select_related = ("communication",)
+    search_fields = ("=mailchimp_campaign_id", "communication__subject")
+    exclude = ("rendered_html",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in CampaignSend._meta.fields if field.name != "rendered_html"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class JourneyMappingForm(forms.ModelForm):

@@ -1,9 +1,209 @@
-"""Outbound communications and the mappings that trigger them."""
+"""Outbound communications to partner contacts, approved in the admin and sent through Mailchimp.
+
+State changes go through campaigns/services.py (the state machine lives there); reads through
+campaigns/selectors.py."""
 
 from django.conf import settings
 from django.db import models
 
-from partners.models import MailchimpAudience
+from partners.models import MailchimpAudience, Segment
+
+
+class CommunicationKind(models.TextChoices):
+    NEWSLETTER = "newsletter", "Newsletter"
+    POLICY_UPDATE = "policy_update", "Policy update"
+    ONBOARDING_ANNOUNCEMENT = "onboarding_announcement", "Onboarding announcement"
+    PROGRAM_CHANGE = "program_change", "Program change"
+    COMPLIANCE_REMINDER = "compliance_reminder", "Compliance reminder"
+    PRODUCT_LAUNCH = "product_launch", "Product launch"
+    PROCESS_UPDATE = "process_update", "Process update"
+    EVENT_INVITATION = "event_invitation", "Event invitation"
+
+
+class CommunicationState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SUBMITTED = "submitted", "Submitted for approval"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    APPROVED = "approved", "Approved"
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Communication(models.Model):
+    kind = models.CharField(max_length=32, choices=CommunicationKind.choices)
+    audience = models.ForeignKey(MailchimpAudience, on_delete=models.PROTECT, related_name="communications")
+    segments = models.ManyToManyField(
+        Segment, related_name="communications", help_text="Who receives it: every contact in any of these segments."
+    )
+    subject = models.CharField(max_length=150)
+    preview_text = models.CharField(max_length=150, blank=True, help_text="The line inboxes show after the subject.")
+    from_name = models.CharField(max_length=100)
+    reply_to = models.EmailField("reply-to address")
+    html_body = models.TextField("HTML body", blank=True)
+    template_id = models.PositiveIntegerField(
+        "Mailchimp template id", null=True, blank=True, help_text="Instead of an HTML body: a saved Mailchimp template."
+    )
+    template_sections = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='The template\'s editable sections by name (its mc:edit names), e.g. {"body": "<p>…</p>"}.',
+    )
+    schedule_time = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Empty: send as soon as it is approved. Mailchimp sends on the quarter hour, so a time in "
+        "between is rounded up to the next :00, :15, :30 or :45.",
+    )
+    state = models.CharField(max_length=20, choices=CommunicationState.choices, default=CommunicationState.DRAFT)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="communications_created"
+    )
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="communications_submitted",
+    )
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="communications_approved",
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    mailchimp_campaign_id = models.CharField(max_length=40, blank=True)
+    mailchimp_web_id = models.BigIntegerField(null=True, blank=True)
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The quarter-hour slot Mailchimp was given (UTC)."
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True, help_text="What Mailchimp said when it refused.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-pk"]
+        permissions = [("approve_communication", "Can approve communications (not ones they submitted)")]
+        indexes = [models.Index(fields=["state", "submitted_by"]), models.Index(fields=["created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(template_id__isnull=True) | models.Q(html_body=""),
+                name="communication_html_or_template",
+                violation_error_message="A communication has an HTML body or a Mailchimp template, not both.",
+            )
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.subject}" if self.pk else self.subject
+
+    @property
+    def uses_template(self) -> bool:
+        return self.template_id is not None
+
+
+class CommunicationTransition(models.Model):
+    """One step through the state machine: who moved it, when, and why."""
+
+    communication = models.ForeignKey(Communication, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20, choices=CommunicationState.choices, blank=True)  # blank: created
+    to_state = models.CharField(max_length=20, choices=CommunicationState.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty: Partnerlink itself (the send task or the delivery check).",
+    )
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.communication_id}: {self.from_state} → {self.to_state}"
+
+
+class SendStatus(models.TextChoices):
+    IDLE = "idle", "Draft in Mailchimp (for the checklist and test emails)"
+    PENDING = "pending", "Waiting to be handed to Mailchimp"
+    DONE = "done", "Handed to Mailchimp (sent or scheduled)"
+    FAILED = "failed", "Failed"
+    CANCELLING = "cancelling", "Waiting for Mailchimp to unschedule it"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class CampaignSend(models.Model):
+    """The ledger row of a communication's one Mailchimp campaign (unique per communication).
+
+    The campaign id is recorded the moment Mailchimp creates it, and every later run (a retry, a task run
+    twice, a retry after failure) reuses it. `pending` rows are what the beat relay re-enqueues when their
+    message was lost. The lease serializes everything that talks to Mailchimp about this campaign, across
+    workers, without holding a database transaction open over HTTP calls."""
+
+    communication = models.OneToOneField(Communication, on_delete=models.CASCADE, related_name="send")
+    status = models.CharField(max_length=20, choices=SendStatus.choices, default=SendStatus.IDLE)
+    mailchimp_campaign_id = models.CharField(max_length=40, blank=True)
+    mailchimp_web_id = models.BigIntegerField(null=True, blank=True)
+    mailchimp_segment_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The static segment made for this communication: its segments combined."
+    )
+    recipient_count = models.PositiveIntegerField(null=True, blank=True, help_text="Mailchimp's count.")
+    checklist = models.JSONField(null=True, blank=True, help_text="Mailchimp's send checklist, as last read.")
+    rendered_html = models.TextField(blank=True, help_text="The content as Mailchimp holds it, as last read.")
+    prepared_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When its task was last enqueued.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a retry is due.")
+    cancel_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    cancel_comment = models.TextField(blank=True)
+    lease_owner = models.CharField(max_length=40, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "queued_at"])]
+
+    def __str__(self):
+        return f"send of communication {self.communication_id} ({self.status})"
+
+
+class EmailTestStatus(models.TextChoices):
+    PENDING = "pending", "Queued"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class CommunicationTestEmail(models.Model):
+    """A "send test to me": one Mailchimp test email of the communication's campaign, to one person."""
+
+    communication = models.ForeignKey(Communication, on_delete=models.CASCADE, related_name="test_emails")
+    email = models.EmailField()
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=EmailTestStatus.choices, default=EmailTestStatus.PENDING)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"test of {self.communication_id} to {self.email} ({self.status})"
+
 
 # --- Onboarding journeys (flow F2) -----------------------------------------------------------------
 

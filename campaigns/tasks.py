@@ -1,11 +1,97 @@
-"""Celery tasks for communications and journeys: thin, idempotent, ids only."""
+"""Celery tasks for communications: thin, ids only; transient failures retry with backoff and jitter."""
 
 import random
 
 from celery import shared_task
 
-from campaigns import journeys
+from campaigns import journeys, services
 from connectors.mailchimp.errors import MailchimpTransientError
+
+# Another worker holds the communication's lease: it is usually done within seconds.
+BUSY_RETRY_SECONDS = 10
+# A segment never synced: an audience sync was started; look again after it has had time to run.
+SEGMENTS_RETRY_SECONDS = 60
+
+
+def _backoff(retries: int, retry_after: float | None = None) -> float:
+    backoff = min(900, 15 * 2**retries)
+    return max(retry_after or 0, backoff * (0.5 + random.random() / 2))
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def communication_send_task(self, send_id: int) -> None:
+    """Hand an approved communication to Mailchimp (exactly once; see services.communication_send_execute)."""
+    try:
+        services.communication_send_execute(send_id=send_id)
+    except (MailchimpTransientError, services.SegmentsNotReady, services.CommunicationBusy) as exc:
+        if self.request.retries >= self.max_retries:
+            services.communication_send_give_up(
+                send_id=send_id, reason=f"Gave up after {self.max_retries} retries: {exc}"
+            )
+            return
+        if isinstance(exc, services.CommunicationBusy):
+            countdown = BUSY_RETRY_SECONDS * (1 + random.random())
+        elif isinstance(exc, services.SegmentsNotReady):
+            countdown = SEGMENTS_RETRY_SECONDS * (1 + random.random() / 2)
+        else:
+            countdown = _backoff(self.request.retries, exc.retry_after)
+        busy = isinstance(exc, services.CommunicationBusy)  # not an error: another run is at it
+        services.campaign_send_note_retry(send_id=send_id, countdown=countdown, error="" if busy else str(exc))
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def communication_prepare_task(self, send_id: int) -> None:
+    """Create or refresh the Mailchimp draft for the approver's checklist and preview."""
+    try:
+        services.communication_prepare_execute(send_id=send_id)
+    except (MailchimpTransientError, services.CommunicationBusy) as exc:
+        if self.request.retries >= self.max_retries:
+            return  # a preview only: the page offers to refresh it
+        retry_after = getattr(exc, "retry_after", None)
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries, retry_after)) from exc
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def communication_cancel_task(self, send_id: int) -> None:
+    """Unschedule a scheduled communication in Mailchimp and record the outcome."""
+    try:
+        services.communication_cancel_execute(send_id=send_id)
+    except (MailchimpTransientError, services.CommunicationBusy) as exc:
+        if self.request.retries >= self.max_retries:
+            return  # still `cancelling`: the relay tries again
+        retry_after = getattr(exc, "retry_after", None)
+        countdown = _backoff(self.request.retries, retry_after)
+        busy = isinstance(exc, services.CommunicationBusy)
+        services.campaign_send_note_retry(send_id=send_id, countdown=countdown, error="" if busy else str(exc))
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+@shared_task(bind=True, max_retries=4, acks_late=True)
+def communication_test_email_task(self, test_email_id: int) -> None:
+    """Send one test email through Mailchimp's test endpoint."""
+    try:
+        services.communication_test_email_execute(test_email_id=test_email_id)
+    except (MailchimpTransientError, services.CommunicationBusy) as exc:
+        if self.request.retries >= self.max_retries:
+            services.communication_test_email_give_up(
+                test_email_id=test_email_id, reason=f"Gave up after {self.max_retries} retries: {exc}"
+            )
+            return
+        retry_after = getattr(exc, "retry_after", None)
+        raise self.retry(exc=exc, countdown=min(120, _backoff(self.request.retries, retry_after))) from exc
+
+
+@shared_task
+def campaign_sends_relay_stuck_task() -> int:
+    """Beat: re-enqueue sends, cancellations and test emails whose task message was lost."""
+    return services.campaign_sends_relay_stuck()
+
+
+@shared_task
+def communications_refresh_delivery_task() -> int:
+    """Beat: record sends Mailchimp has finished (and scheduled ones it has started)."""
+    return services.communications_refresh_delivery()
 
 
 @shared_task(bind=True, max_retries=8, acks_late=True)

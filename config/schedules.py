@@ -52,4 +52,14 @@ BEAT_SCHEDULE = {
         60,
         "Re-enqueue onboarding journey triggers whose task was lost or whose worker died.",
     ),
+    "campaigns: relay stuck sends": (
+        "campaigns.tasks.campaign_sends_relay_stuck_task",
+        60,
+        "Re-enqueue approved communications, cancellations and test emails whose task was lost.",
+    ),
+    "campaigns: refresh delivery": (
+        "campaigns.tasks.communications_refresh_delivery_task",
+        300,
+        "Record communications Mailchimp has finished sending (and scheduled ones it has started).",
+    ),
 }

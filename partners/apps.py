@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class PartnersConfig(AppConfig):
@@ -7,3 +8,6 @@ class PartnersConfig(AppConfig):
 
     def ready(self):
         from partners import handlers, tg_handlers  # noqa: F401 - register the inbound event handlers
+        from partners.groups import groups_sync
+
+        post_migrate.connect(groups_sync, dispatch_uid="partners.groups_sync")

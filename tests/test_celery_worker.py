@@ -7,7 +7,7 @@ from partners.models import ImportStatus, PartnerImport, TradingPartner
 from partners.tasks import partner_import_run_task
 from tests.celery_worker import celery_worker, wait_until
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 CSV = (
     "tg_company_id,partner_name,partner_type,country_code,contact_email\n"

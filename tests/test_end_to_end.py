@@ -22,7 +22,7 @@ from tests.conftest import MAILCHIMP_TEST_AUDIENCE
 from tests.partners.factories import AdministratorFactory
 from tests.processes import control, manage_py_server
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 BUID = "GC55500001EE"
 JOURNEY, STEP = 4101, 41011

@@ -503,8 +503,40 @@ class MailchimpClient:
     def get_campaign(self, *, campaign_id: str) -> dict[str, Any]:
         return self._call(self._sdk.campaigns.get, campaign_id)
 
-    def set_campaign_content(self, *, campaign_id: str, html: str, plain_text: str = "") -> dict[str, Any]:
-        body = {"html": html}
+    def update_campaign_settings(
+        self,
+        *,
+        campaign_id: str,
+        subject_line: str,
+        from_name: str,
+        reply_to: str,
+        title: str = "",
+        preview_text: str = "",
+    ) -> dict[str, Any]:
+        """Change a draft campaign's subject, sender and preview text (`PATCH /campaigns/{id}`); Mailchimp
+        refuses once it is scheduled or sent."""
+        campaign_settings = {"subject_line": subject_line, "from_name": from_name, "reply_to": reply_to}
+        if title:
+            campaign_settings["title"] = title
+        campaign_settings["preview_text"] = preview_text  # sent even when empty, so a removed one is removed
+        return self._call(self._sdk.campaigns.update, campaign_id, {"settings": campaign_settings})
+
+    def set_campaign_content(
+        self,
+        *,
+        campaign_id: str,
+        html: str = "",
+        plain_text: str = "",
+        template_id: int | None = None,
+        sections: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Raw HTML, or a saved template with its editable sections (`mc:edit` names) filled in."""
+        if (template_id is None) == (not html):
+            raise ValueError("campaign content is either html or a template id, exactly one of them")
+        body: dict[str, Any] = {"html": html} if template_id is None else {}
+        if template_id is not None:
+            filled = {str(name): str(value) for name, value in (sections or {}).items()}
+            body["template"] = {"id": int(template_id), "sections": filled}
         if plain_text:
             body["plain_text"] = plain_text
         return self._call(self._sdk.campaigns.set_content, campaign_id, body)
@@ -518,6 +550,20 @@ class MailchimpClient:
 
     def send_campaign(self, *, campaign_id: str) -> None:
         self._call(self._sdk.campaigns.send, campaign_id)
+
+    def send_test_email(self, *, campaign_id: str, emails: Sequence[str], send_type: str = "html") -> None:
+        """Send the campaign as it stands to these addresses (`POST /campaigns/{id}/actions/test`); they need
+        not be on the audience. Mailchimp caps tests per day by plan."""
+        addresses = [email.strip() for email in emails if email and email.strip()]
+        if not addresses:
+            raise ValueError("a test email needs at least one address")
+        if send_type not in ("html", "plaintext"):
+            raise ValueError("send_type is html or plaintext")
+        self._call(self._sdk.campaigns.send_test_email, campaign_id, {"test_emails": addresses, "send_type": send_type})
+
+    def unschedule_campaign(self, *, campaign_id: str) -> None:
+        """Back to a draft (`POST /campaigns/{id}/actions/unschedule`); refused once sending has started."""
+        self._call(self._sdk.campaigns.unschedule, campaign_id)
 
     def schedule_campaign(self, *, campaign_id: str, send_at: dt.datetime) -> dt.datetime:
         """Schedule for the first quarter hour at or after `send_at` (Mailchimp only takes :00, :15, :30

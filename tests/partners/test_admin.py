@@ -213,6 +213,8 @@ def test_admin_changes_are_recorded_in_the_partner_history(client, administrator
             "contacts-INITIAL_FORMS": 0,
             "contacts-0-email": " New.Person@Acme.DE ",
             "contacts-0-role": "finance",
+            "journey_triggers-TOTAL_FORMS": 0,
+            "journey_triggers-INITIAL_FORMS": 0,
             "issues-TOTAL_FORMS": 0,
             "issues-INITIAL_FORMS": 0,
             "certifications-TOTAL_FORMS": 0,

@@ -114,7 +114,7 @@ def test_sync_runs_are_listed_with_progress(client, administrator, audience):
     assert "4/10 contacts" in response.content.decode()
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_mailchimp_setup_registers_one_webhook_and_is_idempotent(
     live_server, settings, mailchimp_emulator, mailchimp_contract, capsys
 ):

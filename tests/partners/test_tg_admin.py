@@ -40,6 +40,7 @@ def form_data(client, partner, **changes):
         "trading_addresses-TOTAL_FORMS": 0, "trading_addresses-INITIAL_FORMS": 0,
         "certifications-TOTAL_FORMS": 0, "certifications-INITIAL_FORMS": 0,
         "issues-TOTAL_FORMS": 0, "issues-INITIAL_FORMS": 0,
+        "journey_triggers-TOTAL_FORMS": 0, "journey_triggers-INITIAL_FORMS": 0,
         "contacts-TOTAL_FORMS": len(contacts), "contacts-INITIAL_FORMS": len(contacts),
     })
     for index, contact in enumerate(contacts):

@@ -205,6 +205,16 @@ class MailchimpEmulator:
                 self.state.send_campaign(campaign_id=campaign_id, source=source)
             self.state.finish_send(campaign, send_time=send_time)
 
+    def add_template(self, *, name: str, html: str, template_id: int | None = None) -> dict[str, Any]:
+        """A user template; its `mc:edit="name"` elements are the sections a campaign can fill."""
+        template = self.state.add_template(name=name, html=html, template_id=template_id)
+        return {"id": template.id, "name": template.name}
+
+    def test_sends(self, *, campaign_id: str) -> list[dict[str, Any]]:
+        """The test emails sent for a campaign (`POST /campaigns/{id}/actions/test`), oldest first."""
+        with self.state.lock:
+            return list(self.state.campaign(campaign_id).test_sends)
+
     def journey_triggers(self) -> list[dict[str, Any]]:
         with self.state.lock:
             return list(self.state.journey_triggers)
@@ -403,6 +413,7 @@ class MailchimpEmulator:
             ("POST", "/campaigns/{campaign_id}/actions/send", self._send),
             ("POST", "/campaigns/{campaign_id}/actions/schedule", self._schedule),
             ("POST", "/campaigns/{campaign_id}/actions/unschedule", self._unschedule),
+            ("POST", "/campaigns/{campaign_id}/actions/test", self._send_test),
             ("GET", "/reports/{campaign_id}", self._report),
             ("GET", "/reports/{campaign_id}/email-activity", self._email_activity),
             ("GET", "/reports/{campaign_id}/click-details", self._click_details),
@@ -754,7 +765,11 @@ class MailchimpEmulator:
             campaign = self.state.campaign(r.params["campaign_id"])
             if campaign.status != "save":
                 raise bad_request("Only campaigns that haven't been sent or scheduled can be changed.")
-            campaign.settings.update((r.body or {}).get("settings") or {})
+            changes = (r.body or {}).get("settings") or {}
+            errors = self.state.campaign_settings_errors(changes)
+            if errors:
+                raise invalid(errors)
+            campaign.settings.update(changes)
             return 200, self.state.campaign_json(campaign)
 
     def _get_content(self, r: ApiRequest) -> tuple[int, Any]:
@@ -763,13 +778,9 @@ class MailchimpEmulator:
             return 200, {"html": campaign.html, "plain_text": campaign.plain_text, "archive_html": campaign.html}
 
     def _put_content(self, r: ApiRequest) -> tuple[int, Any]:
-        body = r.body or {}
         with self.state.lock:
-            campaign = self.state.campaign(r.params["campaign_id"])
-            if campaign.status not in ("save", "paused"):
-                raise bad_request("The content of a sent or scheduled campaign can't be changed.")
-            campaign.html = str(body.get("html") or "")
-            campaign.plain_text = str(body.get("plain_text") or "") or _plain_text(campaign.html)
+            campaign = self.state.set_campaign_content(campaign_id=r.params["campaign_id"], body=r.body or {})
+            campaign.plain_text = campaign.plain_text or _plain_text(campaign.html)
             return 200, {"html": campaign.html, "plain_text": campaign.plain_text, "archive_html": campaign.html}
 
     def _checklist(self, r: ApiRequest) -> tuple[int, Any]:
@@ -784,6 +795,10 @@ class MailchimpEmulator:
         self.state.schedule_campaign(
             campaign_id=r.params["campaign_id"], schedule_time=str((r.body or {}).get("schedule_time") or "")
         )
+        return 204, None
+
+    def _send_test(self, r: ApiRequest) -> tuple[int, Any]:
+        self.state.send_test(campaign_id=r.params["campaign_id"], body=r.body or {})
         return 204, None
 
     def _unschedule(self, r: ApiRequest) -> tuple[int, Any]:
@@ -929,6 +944,9 @@ class MailchimpEmulator:
                 journey_id=body.get("id"),
             ),
             ("GET", "/journey-triggers"): self.journey_triggers,
+            ("POST", "/templates"): lambda: self.add_template(
+                name=body.get("name", "Template"), html=body["html"], template_id=body.get("id")
+            ),
             ("POST", "/automations"): lambda: self.add_automation(
                 list_id=body["list_id"],
                 title=body.get("title", "Automation"),

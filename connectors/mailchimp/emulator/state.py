@@ -147,6 +147,17 @@ class Campaign:
     send_time: dt.datetime | None = None
     source: str = "api"  # who sent it, for the `campaign` webhook's sources
     report: reports.CampaignReport | None = None
+    template_id: int | None = None
+    test_sends: list[dict[str, Any]] = field(default_factory=list)  # each POST …/actions/test
+
+
+@dataclass
+class Template:
+    """A user template: HTML whose `mc:edit="name"` elements campaigns fill with their `sections`."""
+
+    id: int
+    name: str
+    html: str
 
 
 @dataclass
@@ -198,6 +209,7 @@ class EmulatorState:
             self.automations: dict[str, Automation] = {}
             self.journey_triggers: list[dict[str, Any]] = []
             self.tag_ids: dict[str, int] = {}
+            self.templates: dict[int, Template] = {}
             self._ids = itertools.count(1)
             for list_id in self.default_list_ids:
                 self.create_audience(list_id=list_id, name="Partnerlink partners")
@@ -792,6 +804,9 @@ class EmulatorState:
             segment_id = (recipients.get("segment_opts") or {}).get("saved_segment_id")
             if segment_id is not None:
                 self.segment(list_id, str(segment_id))
+            settings_errors = self.campaign_settings_errors(body.get("settings") or {})
+            if settings_errors:
+                raise invalid(settings_errors)
             number = self.next_id()
             campaign = Campaign(
                 id=short_id(f"campaign:{number}"),
@@ -803,6 +818,54 @@ class EmulatorState:
             )
             self.campaigns[campaign.id] = campaign
             return campaign
+
+    @staticmethod
+    def campaign_settings_errors(settings: dict[str, Any]) -> list[dict[str, str]]:
+        """Mailchimp refuses a reply-to that isn't an email address, with the field named."""
+        reply_to = settings.get("reply_to")
+        if reply_to and not _EMAIL.match(str(reply_to)):
+            return [{"field": "settings.reply_to", "message": "This value should be a valid email."}]
+        return []
+
+    def add_template(self, *, name: str, html: str, template_id: int | None = None) -> Template:
+        with self.lock:
+            template = Template(id=template_id or self.next_id() + 7000, name=name, html=html)
+            self.templates[template.id] = template
+            return template
+
+    def set_campaign_content(self, *, campaign_id: str, body: dict[str, Any]) -> Campaign:
+        """Raw HTML, or a template whose editable sections are filled in (unknown sections are ignored,
+        as Mailchimp does)."""
+        with self.lock:
+            campaign = self.campaign(campaign_id)
+            if campaign.status not in ("save", "paused"):
+                raise bad_request("The content of a sent or scheduled campaign can't be changed.")
+            template_body = body.get("template")
+            if template_body:
+                template = self.templates.get(int(template_body.get("id") or 0))
+                if template is None:
+                    raise invalid([{"field": "template.id", "message": "The template does not exist."}])
+                campaign.template_id = template.id
+                campaign.html = _fill_template(template.html, template_body.get("sections") or {})
+                campaign.plain_text = str(body.get("plain_text") or "")
+            else:
+                campaign.template_id = None
+                campaign.html = str(body.get("html") or "")
+                campaign.plain_text = str(body.get("plain_text") or "")
+            return campaign
+
+    def send_test(self, *, campaign_id: str, body: dict[str, Any]) -> None:
+        with self.lock:
+            campaign = self.campaign(campaign_id)
+            emails = [str(email).strip() for email in body.get("test_emails") or []]
+            bad = [email for email in emails if not _EMAIL.match(email)]
+            if not emails or bad:
+                raise invalid([{"field": "test_emails", "message": "Provide valid email addresses."}])
+            if not (campaign.html or campaign.plain_text):
+                raise bad_request("The campaign has no content to test.", title="Bad Request")
+            campaign.test_sends.append(
+                {"emails": emails, "send_type": str(body.get("send_type") or "html"), "at": iso(self.now())}
+            )
 
     def campaign(self, campaign_id: str) -> Campaign:
         campaign = self.campaigns.get(campaign_id)
@@ -831,7 +894,7 @@ class EmulatorState:
             "status": campaign.status,
             "emails_sent": report.emails_sent if report else 0,
             "send_time": iso(campaign.send_time),
-            "content_type": "html",
+            "content_type": "template" if campaign.template_id else "html",
             "recipients": {
                 "list_id": campaign.list_id,
                 "list_is_active": True,
@@ -847,6 +910,7 @@ class EmulatorState:
                 "from_name": "",
                 "reply_to": "",
                 **campaign.settings,
+                **({"template_id": campaign.template_id} if campaign.template_id else {}),
             },
             "tracking": {"opens": True, "html_clicks": True, "text_clicks": False},
         }
@@ -1021,6 +1085,21 @@ class EmulatorState:
                     for a in self.automations.values()
                 ],
             }
+
+
+def _fill_template(html: str, sections: dict[str, Any]) -> str:
+    """Replace the content of each `mc:edit="name"` element that `sections` names."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in sections:
+            return match.group(0)
+        return f"{match.group('open')}{sections[name]}</{match.group('tag')}>"
+
+    pattern = re.compile(
+        r"(?P<open><(?P<tag>[a-zA-Z0-9]+)\b[^>]*\bmc:edit=\"(?P<name>[^\"]+)\"[^>]*>).*?</(?P=tag)>", re.DOTALL
+    )
+    return pattern.sub(fill, html)
 
 
 def _flat(value: Any) -> str:

@@ -325,6 +325,81 @@ def test_emulator_refuses_a_schedule_off_the_quarter_hour(mailchimp_client, mail
         )
 
 
+def test_settings_of_a_draft_campaign_change_until_it_is_scheduled(mailchimp_client, mailchimp_emulator, sent_requests):
+    mailchimp_emulator.add_member(list_id=AUDIENCE_ID, email="r@partner.example")
+    campaign_id = _ready_campaign(mailchimp_client)
+
+    mailchimp_client.update_campaign_settings(
+        campaign_id=campaign_id, subject_line="New terms", from_name="Ops", reply_to="ops@example.com"
+    )
+
+    remote = mailchimp_client.get_campaign(campaign_id=campaign_id)["settings"]
+    assert (remote["subject_line"], remote["from_name"], remote["reply_to"], remote["preview_text"]) == (
+        "New terms",
+        "Ops",
+        "ops@example.com",
+        "",
+    )
+    with pytest.raises(MailchimpAPIError) as refused:
+        mailchimp_client.update_campaign_settings(
+            campaign_id=campaign_id, subject_line="x", from_name="Ops", reply_to="not an address"
+        )
+    assert [(e.field, e.message) for e in refused.value.errors] == [
+        ("settings.reply_to", "This value should be a valid email.")
+    ]
+    mailchimp_client.schedule_campaign(campaign_id=campaign_id, send_at=dt.datetime.now(UTC) + dt.timedelta(days=1))
+    with pytest.raises(MailchimpAPIError, match="sent or scheduled"):
+        mailchimp_client.update_campaign_settings(
+            campaign_id=campaign_id, subject_line="Late", from_name="Ops", reply_to="ops@example.com"
+        )
+    mailchimp_client.unschedule_campaign(campaign_id=campaign_id)
+    assert mailchimp_client.get_campaign(campaign_id=campaign_id)["status"] == "save"
+    with pytest.raises(MailchimpAPIError, match="not scheduled"):
+        mailchimp_client.unschedule_campaign(campaign_id=campaign_id)
+
+
+def test_template_content_fills_the_editable_sections(mailchimp_client, mailchimp_emulator, sent_requests):
+    template = mailchimp_emulator.add_template(
+        name="Partner news", html='<h1 mc:edit="title">Title</h1><div mc:edit="body">Body</div><p>Footer</p>'
+    )
+    campaign = mailchimp_client.create_campaign(
+        list_id=AUDIENCE_ID, subject_line="News", from_name="Partnerlink", reply_to="partners@example.com"
+    )
+
+    mailchimp_client.set_campaign_content(
+        campaign_id=campaign["id"], template_id=template["id"], sections={"title": "Q3", "body": "<p>Hello</p>"}
+    )
+
+    assert _bodies(sent_requests, "PUT", "/content")[-1] == {
+        "template": {"id": template["id"], "sections": {"title": "Q3", "body": "<p>Hello</p>"}}
+    }
+    html = mailchimp_client.get_campaign_content(campaign_id=campaign["id"])["html"]
+    assert html == '<h1 mc:edit="title">Q3</h1><div mc:edit="body"><p>Hello</p></div><p>Footer</p>'
+    assert mailchimp_client.get_campaign(campaign_id=campaign["id"])["content_type"] == "template"
+    with pytest.raises(MailchimpAPIError, match="template"):
+        mailchimp_client.set_campaign_content(campaign_id=campaign["id"], template_id=999999)
+    with pytest.raises(ValueError, match="exactly one"):
+        mailchimp_client.set_campaign_content(campaign_id=campaign["id"], html="<p>x</p>", template_id=template["id"])
+
+
+def test_test_email_goes_to_the_given_addresses(mailchimp_client, mailchimp_emulator, sent_requests):
+    campaign = mailchimp_client.create_campaign(
+        list_id=AUDIENCE_ID, subject_line="News", from_name="Partnerlink", reply_to="partners@example.com"
+    )
+    with pytest.raises(MailchimpAPIError, match="no content"):
+        mailchimp_client.send_test_email(campaign_id=campaign["id"], emails=["me@example.com"])
+    mailchimp_client.set_campaign_content(campaign_id=campaign["id"], html="<p>Hi</p>")
+
+    assert mailchimp_client.send_test_email(campaign_id=campaign["id"], emails=[" me@example.com "]) is None
+
+    assert _bodies(sent_requests, "POST", "/actions/test")[-1] == {"test_emails": ["me@example.com"], "send_type": "html"}
+    sends = mailchimp_emulator.test_sends(campaign_id=campaign["id"])
+    assert [(s["emails"], s["send_type"]) for s in sends] == [(["me@example.com"], "html")]
+    assert mailchimp_client.get_campaign(campaign_id=campaign["id"])["status"] == "save"
+    with pytest.raises(ValueError):
+        mailchimp_client.send_test_email(campaign_id=campaign["id"], emails=[])
+
+
 def test_reports_are_deterministic_and_move_members(mailchimp_client, mailchimp_emulator):
     emails = [f"r{i:03d}@partner.example" for i in range(300)]
     mailchimp_client.bulk_upsert_members(list_id=AUDIENCE_ID, members=[MemberUpsert(email=e) for e in emails])
