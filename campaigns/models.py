@@ -49,7 +49,10 @@ class Communication(models.Model):
     template_sections = models.JSONField(
         default=dict,
         blank=True,
-        help_text='The template\'s editable sections by name (its mc:edit names), e.g. {"body": "<p>…</p>"}.',
+        help_text=(
+            'The template\'s editable sections by name (its mc:edit names), e.g. {"body": "Hello partners"} '
+            "(HTML allowed in the values)."
+        ),
     )
     schedule_time = models.DateTimeField(
         null=True,
