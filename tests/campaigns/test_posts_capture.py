@@ -343,3 +343,22 @@ def test_people_without_the_permission_cannot_import(db, mailchimp_emulator):
 
     with pytest.raises(posts.PermissionRefused):
         posts.community_posts_import_campaigns(campaign_ids=["abc"], actor=UserFactory(is_staff=True))
+
+
+def test_a_capture_racing_another_for_the_same_campaign_keeps_the_first(
+    mailchimp_emulator, audience, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Two workers capture one campaign at once: the unique campaign id lets one row in, the other finds it."""
+    campaign_id = sent_campaign(mailchimp_emulator)
+    real = posts._communication_for_campaign
+
+    def competitor_commits_first(campaign):
+        CommunityPost.objects.create(mailchimp_campaign_id=campaign, origin=PostOrigin.WEBHOOK)
+        return real(campaign)
+
+    monkeypatch.setattr(posts, "_communication_for_campaign", competitor_commits_first)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        post, created = posts.community_post_capture(campaign_id=campaign_id, origin=PostOrigin.SWEEP)
+
+    assert not created and post.origin == PostOrigin.WEBHOOK
+    assert CommunityPost.objects.count() == 1 and callbacks == []

@@ -430,3 +430,40 @@ def test_the_relay_leaves_rows_waiting_for_a_retry_or_leased_alone(submitted_pos
         next_attempt_at=None, lease_owner="w", lease_expires_at=now + dt.timedelta(minutes=30)
     )
     assert posts.community_posts_relay_stuck(now=now + dt.timedelta(minutes=5)) == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "not_processed"),
+    [
+        ({"status": 503}, True),
+        ({"status": 429, "retry_after": 1}, True),
+        ({"status": 500}, False),
+        ({"status": 502}, False),
+        ({"kind": "drop"}, False),
+    ],
+)
+def test_the_client_says_when_trading_grid_cannot_have_created_the_post(tg_fast, fault, not_processed):  # noqa: F811
+    from connectors.tradinggrid.errors import TradingGridTransientError
+
+    tg_fast.state.add_faults([{**fault, "method": "POST", "path": "/community/v1/posts", "times": None}])
+    client = TradingGridClient.from_settings(sleep=lambda seconds: None)
+    with pytest.raises(TradingGridTransientError) as caught:
+        client.create_post(post={"title": "t", "body_html": "<p>b</p>"})
+    client.close()
+    assert caught.value.not_processed is not_processed
+
+
+def test_a_connection_never_made_cannot_have_created_anything(settings):
+    import socket
+
+    from connectors.tradinggrid.errors import TradingGridTransientError
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.TRADINGGRID_API_URL = f"http://127.0.0.1:{port}"
+    client = TradingGridClient.from_settings(sleep=lambda seconds: None, max_attempts=1)
+    with pytest.raises(TradingGridTransientError) as caught:
+        client._send("POST", "/community/v1/posts", safe_to_retry=False, json={})
+    client.close()
+    assert caught.value.not_processed is True
