@@ -479,3 +479,307 @@ class JourneyTriggerInline(admin.TabularInline):
 
 # The partner page is partners' admin; campaigns adds its inline so partners never depends on campaigns.
 TradingPartnerAdmin.inlines = (*TradingPartnerAdmin.inlines, JourneyTriggerInline)
+
+
+# --- Community posts (flow F1) ------------------------------------------------------------------------
+# Thin as above: every change goes through campaigns/posts.py.
+
+from django.core.paginator import Paginator  # noqa: E402
+from django.template.response import TemplateResponse  # noqa: E402
+
+from campaigns import posts  # noqa: E402
+from campaigns.models import CommunityPost, PostState, PostStyle, PostStylePerKind  # noqa: E402
+from connectors.mailchimp.errors import MailchimpError  # noqa: E402
+
+P = PostState
+POST_EDIT_FIELDS = posts.EDITABLE_FIELDS
+
+
+@admin.register(PostStylePerKind)
+class PostStylePerKindAdmin(admin.ModelAdmin):
+    """Full content or a summary, per kind of communication (and for campaigns not sent from Partnerlink)."""
+
+    list_display = ("kind", "style", "updated_at")
+    list_editable = ("style",)
+    list_display_links = ("kind",)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a kind without a row falls back to the shipped default; keep them explicit
+
+
+class PostBodyWithLivePreview(HtmlWithLivePreview):
+    """The post's body beside a sandboxed preview; what partners see once it is published."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        textarea = forms.Textarea.render(self, name, value, attrs, renderer)
+        return format_html(
+            '<div class="communication-editor">{}<div class="communication-live-preview">'
+            '<p class="help">Live preview (as you type). Scripts, frames and event handlers are removed when '
+            'it is saved.</p><iframe sandbox="" title="Live preview of the post body" srcdoc="{}"></iframe>'
+            "</div></div>",
+            textarea,
+            value or "",
+        )
+
+
+class CommunityPostForm(forms.ModelForm):
+    partner_types = forms.MultipleChoiceField(
+        choices=PartnerType.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Who sees it in the community. None ticked: every partner type.",
+    )
+    regions = forms.MultipleChoiceField(
+        choices=Region.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every region.",
+    )
+
+    class Meta:
+        model = CommunityPost
+        fields = POST_EDIT_FIELDS
+        widgets = {
+            "title": forms.TextInput(attrs={"class": "vLargeTextField"}),
+            "summary": forms.Textarea(attrs={"rows": 5, "cols": 90}),
+            "body_html": PostBodyWithLivePreview,
+        }
+
+
+class PostsWaitingForMeFilter(admin.SimpleListFilter):
+    title = "approval"
+    parameter_name = "waiting_for"
+
+    def lookups(self, request, model_admin):
+        return (("me", "Waiting for my approval"),) if posts.user_can_approve_posts(request.user) else ()
+
+    def queryset(self, request, queryset):
+        if self.value() == "me":
+            return posts.posts_waiting_for(request.user, queryset)
+        return queryset
+
+
+@admin.register(CommunityPost)
+class CommunityPostAdmin(admin.ModelAdmin):
+    form = CommunityPostForm
+    list_display = (
+        "title_or_subject",
+        "kind",
+        "origin",
+        "state",
+        "campaign_sent_at",
+        "tg_post_id",
+        "submitted_by",
+        "approved_by",
+        "updated_at",
+    )
+    list_filter = (PostsWaitingForMeFilter, "state", "kind", "origin", "style", "campaign_sent_at", "created_at")
+    search_fields = ("title", "campaign_subject", "=mailchimp_campaign_id", "=tg_post_id")
+    date_hierarchy = "campaign_sent_at"
+    list_per_page = 100
+    change_form_template = "admin/campaigns/communitypost/change_form.html"
+    change_list_template = "admin/campaigns/communitypost/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("title", "summary", "body_html")}),
+        ("Audience in the community", {"fields": ("partner_types", "regions")}),
+    )
+
+    def get_queryset(self, request):
+        return posts.posts_for_list(super().get_queryset(request))
+
+    @admin.display(description="title", ordering="title")
+    def title_or_subject(self, post):
+        return post.title or post.campaign_subject or post.mailchimp_campaign_id
+
+    def has_add_permission(self, request):
+        return False  # posts come from sent campaigns; past ones through "Import past campaigns"
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # discarded, not deleted: the ledger row keeps the campaign from coming back
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.state not in posts.EDITABLE_STATES:
+            return POST_EDIT_FIELDS
+        return ()
+
+    # -- saving through the services -------------------------------------------------------------------
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (services.TransitionError, ValidationError) as exc:
+            self.message_user(request, _message(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:campaigns_communitypost_change", args=[object_id]))
+
+    def save_model(self, request, obj, form, change):
+        changes = {field: form.cleaned_data[field] for field in POST_EDIT_FIELDS if field in form.cleaned_data}
+        posts.community_post_update(post_id=obj.pk, actor=request.user, changes=changes)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        post = self.get_object(request, object_id)
+        if post is not None:
+            extra_context = {**(extra_context or {}), **self._page_context(request, post)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _page_context(self, request, post):
+        user = request.user
+        can_change = posts.user_can_change_posts(user)
+        can_approve = posts.user_can_approve_posts(user)
+        is_submitter = post.submitted_by_id == user.pk
+        allowed = posts.ALLOWED_TRANSITIONS[post.state]
+        actions = []
+        if can_change and P.SUBMITTED in allowed:
+            actions.append(("submit", "Submit for approval", False))
+        if post.state == P.SUBMITTED and can_approve and not is_submitter:
+            actions.append(("approve", "Approve and publish", False))
+            actions.append(("request_changes", "Request changes", True))
+        if post.state == P.FAILED and can_approve and not is_submitter and not post.create_in_doubt:
+            actions.append(("retry", "Retry publishing", False))
+        if post.state == P.IMPORT_FAILED and can_change:
+            actions.append(("import_retry", "Fetch from Mailchimp again", False))
+        if can_change and post.state in posts.EDITABLE_STATES and post.source_html:
+            other = PostStyle.SUMMARY if post.style == PostStyle.FULL else PostStyle.FULL
+            label = "Use the summary" if other == PostStyle.SUMMARY else "Use the full content"
+            actions.append((f"restyle_{other}", f"{label} (replaces title, summary and body)", False))
+        if can_change and P.DISCARDED in allowed and not post.tg_post_id:
+            actions.append(("discard", "Discard (not for the community)", True))
+        if can_change and post.state == P.DISCARDED:
+            actions.append(("restore", "Restore", False))
+        waiting_note = ""
+        if post.state == P.SUBMITTED and is_submitter:
+            waiting_note = "You submitted it: another approver has to approve it (four-eyes rule)."
+        elif post.state == P.SUBMITTED and not can_approve:
+            waiting_note = "Waiting for a member of “Approvers”."
+        return {
+            "post": post,
+            "actions": actions,
+            "waiting_note": waiting_note,
+            "can_resolve": post.state == P.FAILED and can_approve and not is_submitter,
+            "audience_notes": posts.post_audience_notes(post),
+            "transitions": post.transitions.select_related("actor"),
+            "tg_payload_audience": posts.community_post_tg_payload(post)["audience"],
+        }
+
+    def get_urls(self):
+        return [
+            path(
+                "import-campaigns/",
+                self.admin_site.admin_view(self.import_campaigns_view),
+                name="campaigns_communitypost_import",
+            ),
+            path(
+                "<int:object_id>/do/<str:action>/",
+                self.admin_site.admin_view(self.action_view),
+                name="campaigns_communitypost_action",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_approve": posts.user_can_approve_posts(request.user),
+            "can_import": posts.user_can_import_posts(request.user),
+        }
+        if extra_context["can_approve"]:
+            extra_context["waiting_count"] = posts.posts_waiting_for(request.user).count()
+        return super().changelist_view(request, extra_context)
+
+    def action_view(self, request, object_id, action):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        post = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_view_permission(request, post):
+            raise PermissionDenied
+        comment = request.POST.get("comment", "")
+        user = request.user
+        handlers = {
+            "submit": lambda: (posts.community_post_submit(post_id=post.pk, actor=user, comment=comment),
+                               "Submitted for approval."),
+            "approve": lambda: (posts.community_post_approve(post_id=post.pk, actor=user, comment=comment),
+                                "Approved: it is being published to the Trading Grid community."),
+            "request_changes": lambda: (
+                posts.community_post_request_changes(post_id=post.pk, actor=user, comment=comment),
+                "Sent back with your comment.",
+            ),
+            "retry": lambda: (posts.community_post_retry(post_id=post.pk, actor=user, comment=comment),
+                              "Approved again: publishing to the same Trading Grid post."),
+            "import_retry": lambda: (posts.community_post_import_retry(post_id=post.pk, actor=user),
+                                     "Fetching it from Mailchimp again."),
+            "restyle_full": lambda: (posts.community_post_restyle(post_id=post.pk, actor=user, style=PostStyle.FULL),
+                                     "Now the full content of the email."),
+            "restyle_summary": lambda: (
+                posts.community_post_restyle(post_id=post.pk, actor=user, style=PostStyle.SUMMARY),
+                "Now a summary of the email.",
+            ),
+            "discard": lambda: (posts.community_post_discard(post_id=post.pk, actor=user, comment=comment),
+                                "Discarded: it won't be published."),
+            "restore": lambda: (posts.community_post_restore(post_id=post.pk, actor=user, comment=comment),
+                                "Restored."),
+            "resolve": lambda: (
+                posts.community_post_resolve_tg_post(
+                    post_id=post.pk, actor=user, tg_post_id=request.POST.get("tg_post_id", "")
+                ),
+                "Resolved: publishing now.",
+            ),
+        }
+        handler = handlers.get(action)
+        if handler is None:
+            self.message_user(request, f"Unknown action “{action}”.", messages.ERROR)
+        else:
+            try:
+                _, text = handler()
+            except (services.TransitionError, ValidationError) as exc:
+                self.message_user(request, _message(exc), messages.ERROR)
+            else:
+                self.message_user(request, text, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:campaigns_communitypost_change", args=[post.pk]))
+
+    def import_campaigns_view(self, request):
+        """Mailchimp's sent campaigns, a page at a time; the chosen ones become drafts (again: nothing new)."""
+        if not posts.user_can_import_posts(request.user):
+            raise PermissionDenied
+        page_number = _page_number(request)
+        if request.method == "POST":
+            chosen = request.POST.getlist("campaign_ids")
+            if not chosen:
+                self.message_user(request, "Tick the campaigns to import first.", messages.WARNING)
+            else:
+                try:
+                    created, existing = posts.community_posts_import_campaigns(campaign_ids=chosen, actor=request.user)
+                except services.TransitionError as exc:
+                    self.message_user(request, str(exc), messages.ERROR)
+                else:
+                    text = f"{len(created)} campaign{'s' if len(created) != 1 else ''} imported as drafts"
+                    text += " (their content is being fetched)" if created else ""
+                    if existing:
+                        text += f"; {len(existing)} already had a post"
+                    self.message_user(request, text + ".", messages.SUCCESS)
+            target = reverse("admin:campaigns_communitypost_import")
+            return HttpResponseRedirect(f"{target}?{urlencode({'page': page_number})}")
+        error = ""
+        page = None
+        try:
+            page = posts.mailchimp_sent_campaigns_page(page=page_number, per_page=IMPORT_PAGE_SIZE)
+        except MailchimpError as exc:
+            error = f"Mailchimp could not list its campaigns: {exc}"
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import past campaigns as community posts",
+            "page": page,
+            "error": error,
+            "page_range": (
+                Paginator(range(page.total), page.per_page).get_elided_page_range(page.page) if page else []
+            ),
+        }
+        return TemplateResponse(request, "admin/campaigns/communitypost/import_campaigns.html", context)
+
+
+IMPORT_PAGE_SIZE = 25
+
+
+def _page_number(request) -> int:
+    try:
+        return max(1, int(request.GET.get("page") or request.POST.get("page") or 1))
+    except ValueError:
+        return 1

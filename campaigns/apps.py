@@ -6,6 +6,7 @@ class CampaignsConfig(AppConfig):
     verbose_name = "Communications"
 
     def ready(self):
+        from campaigns import post_handlers  # noqa: F401 - registers the Mailchimp `campaign` webhook handler
         from campaigns.journeys import journey_triggers_record
         from partners.tg_sync import partner_change_listeners
 

@@ -327,3 +327,169 @@ class JourneyTrigger(models.Model):
 
     def __str__(self):
         return f"{self.mapping} → {self.email} ({self.get_status_display()})"
+
+
+# --- Community posts (flow F1) ------------------------------------------------------------------------
+# A sent Mailchimp campaign becomes a community post in Trading Grid, after a partner manager approves it.
+# Services: campaigns/posts.py; cleaning: campaigns/post_content.py.
+
+EXTERNAL_CAMPAIGN_KIND = "external"
+POST_KIND_CHOICES = [*CommunicationKind.choices, (EXTERNAL_CAMPAIGN_KIND, "Not sent from Partnerlink")]
+
+
+class PostStyle(models.TextChoices):
+    FULL = "full", "Full content"
+    SUMMARY = "summary", "Summary (title, first paragraphs, key links)"
+
+
+# Used until an administrator sets a kind's style in the admin (Community post styles).
+DEFAULT_POST_STYLES = {
+    CommunicationKind.NEWSLETTER: PostStyle.SUMMARY,
+    CommunicationKind.POLICY_UPDATE: PostStyle.FULL,
+    CommunicationKind.ONBOARDING_ANNOUNCEMENT: PostStyle.FULL,
+    CommunicationKind.PROGRAM_CHANGE: PostStyle.FULL,
+    CommunicationKind.COMPLIANCE_REMINDER: PostStyle.SUMMARY,
+    CommunicationKind.PRODUCT_LAUNCH: PostStyle.SUMMARY,
+    CommunicationKind.PROCESS_UPDATE: PostStyle.FULL,
+    CommunicationKind.EVENT_INVITATION: PostStyle.SUMMARY,
+    EXTERNAL_CAMPAIGN_KIND: PostStyle.SUMMARY,
+}
+
+
+class PostStylePerKind(models.Model):
+    """Whether a communication kind's campaigns become posts with their full content or a summary."""
+
+    kind = models.CharField(max_length=32, choices=POST_KIND_CHOICES, unique=True)
+    style = models.CharField(max_length=10, choices=PostStyle.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind"]
+        verbose_name = "community post style"
+        verbose_name_plural = "community post styles"
+
+    def __str__(self):
+        return f"{self.get_kind_display()}: {self.get_style_display()}"
+
+
+class PostState(models.TextChoices):
+    IMPORTING = "importing", "Fetching from Mailchimp"
+    IMPORT_FAILED = "import_failed", "Import failed"
+    DRAFT = "draft", "Draft"
+    SUBMITTED = "submitted", "Submitted for approval"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    APPROVED = "approved", "Approved (publishing)"
+    PUBLISHED = "published", "Published"
+    FAILED = "failed", "Publishing failed"
+    DISCARDED = "discarded", "Discarded"
+
+
+class PostOrigin(models.TextChoices):
+    PARTNERLINK = "partnerlink", "Sent from Partnerlink"
+    WEBHOOK = "webhook", "Mailchimp webhook"
+    SWEEP = "sweep", "Sweep of sent campaigns"
+    IMPORT = "import", "Imported from past campaigns"
+
+
+class CommunityPost(models.Model):
+    """One sent Mailchimp campaign as a Trading Grid community post, and the ledger row of its publication.
+
+    Unique on the Mailchimp campaign id: a webhook delivered twice, a webhook and the sweep, or an import of a
+    campaign already here all find this row. The Trading Grid post id is recorded the moment Trading Grid returns
+    it; a later publication (after an edit and a new approval) updates that post, never creates another."""
+
+    mailchimp_campaign_id = models.CharField(max_length=40, unique=True)
+    mailchimp_list_id = models.CharField(max_length=20, blank=True)
+    campaign_title = models.CharField(max_length=200, blank=True, help_text="Mailchimp's internal campaign name.")
+    campaign_subject = models.CharField(max_length=200, blank=True)
+    campaign_sent_at = models.DateTimeField(null=True, blank=True)
+    archive_url = models.URLField(max_length=500, blank=True, help_text="The campaign's web version in Mailchimp.")
+    communication = models.OneToOneField(
+        Communication, null=True, blank=True, on_delete=models.SET_NULL, related_name="community_post"
+    )
+    kind = models.CharField(max_length=32, choices=POST_KIND_CHOICES, default=EXTERNAL_CAMPAIGN_KIND)
+    origin = models.CharField(max_length=20, choices=PostOrigin.choices)
+    style = models.CharField(max_length=10, choices=PostStyle.choices, default=PostStyle.SUMMARY)
+    source_html = models.TextField(blank=True, help_text="The email as Mailchimp returned it.")
+    source_plain_text = models.TextField(blank=True)
+    title = models.CharField(max_length=200, blank=True)
+    summary = models.TextField(blank=True, help_text="Plain text: the first paragraphs of the email.")
+    body_html = models.TextField("body (HTML)", blank=True)
+    partner_types = models.JSONField(default=list, blank=True, help_text="Who sees it in the community; empty: all.")
+    regions = models.JSONField(default=list, blank=True, help_text="Empty: every region.")
+    state = models.CharField(max_length=20, choices=PostState.choices, default=PostState.IMPORTING)
+    revision = models.PositiveIntegerField(default=1, help_text="Goes up with every edit of what partners see.")
+    published_revision = models.PositiveIntegerField(null=True, blank=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True, help_text="What Mailchimp or Trading Grid said when it refused.")
+    # The publication ledger.
+    tg_post_id = models.CharField("Trading Grid post id", max_length=64, blank=True)
+    tg_post_url = models.URLField("Trading Grid post URL", max_length=500, blank=True)
+    tg_published_at = models.DateTimeField(null=True, blank=True)
+    tg_create_started_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set just before POST /posts, cleared once Trading Grid's answer (or a sure refusal) is recorded: "
+        "still set afterwards means the create is in doubt.",
+    )
+    last_pushed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Publication runs that talked to Trading Grid.")
+    last_error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When its task was last enqueued.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=40, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [("approve_communitypost", "Can approve community posts (not ones they submitted)")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tg_post_id"], condition=~models.Q(tg_post_id=""), name="community_post_one_tg_post"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "queued_at"]), models.Index(fields=["campaign_sent_at"])]
+
+    def __str__(self):
+        return f"#{self.pk} {self.title or self.campaign_subject or self.mailchimp_campaign_id}"
+
+    @property
+    def create_in_doubt(self) -> bool:
+        return self.tg_create_started_at is not None and not self.tg_post_id
+
+    @property
+    def unpublished_edits(self) -> bool:
+        return bool(self.tg_post_id) and self.published_revision != self.revision
+
+
+class CommunityPostTransition(models.Model):
+    """One step of a community post through its state machine: who, when, why."""
+
+    post = models.ForeignKey(CommunityPost, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20, choices=PostState.choices, blank=True)  # blank: created
+    to_state = models.CharField(max_length=20, choices=PostState.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty: Partnerlink itself.",
+    )
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"post {self.post_id}: {self.from_state} → {self.to_state}"

@@ -146,9 +146,14 @@ def _transition(
     from_state = communication.state
     communication.state = to_state
     communication.save()
-    return CommunicationTransition.objects.create(
+    transition = CommunicationTransition.objects.create(
         communication=communication, from_state=from_state, to_state=to_state, actor=actor, comment=comment.strip()
     )
+    if to_state == S.SENT:  # flow F1: the sent campaign becomes a community post draft (once per campaign)
+        from campaigns.posts import community_post_capture_sent_communication
+
+        community_post_capture_sent_communication(communication)
+    return transition
 
 
 def _locked(communication_id: int) -> Communication:

@@ -109,3 +109,61 @@ def journey_trigger_dispatch_task(self, trigger_id: int) -> None:
 def journey_triggers_relay_task() -> int:
     """Beat: re-enqueue journey triggers whose task was lost or whose worker died."""
     return journeys.journey_triggers_relay()
+
+
+# --- Community posts (flow F1) ------------------------------------------------------------------------
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def community_post_import_task(self, post_id: int) -> None:
+    """Fetch a sent campaign's content from Mailchimp and make the community post draft."""
+    from campaigns import posts
+
+    try:
+        posts.community_post_import_execute(post_id=post_id)
+    except (MailchimpTransientError, posts.CampaignNotSentYet) as exc:
+        if self.request.retries >= self.max_retries:
+            reason = f"Gave up after {self.max_retries} retries: {exc}"
+            posts.community_post_import_give_up(post_id=post_id, reason=reason)
+            return
+        countdown = _backoff(self.request.retries, getattr(exc, "retry_after", None))
+        posts.community_post_note_retry(post_id=post_id, countdown=countdown, error=str(exc))
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def community_post_publish_task(self, post_id: int) -> None:
+    """Publish an approved community post to Trading Grid (one post per campaign; see posts.py)."""
+    from campaigns import posts
+    from connectors.tradinggrid.errors import TradingGridTransientError
+
+    try:
+        posts.community_post_publish_execute(post_id=post_id)
+    except (TradingGridTransientError, posts.PostBusy) as exc:
+        if self.request.retries >= self.max_retries:
+            reason = f"Gave up after {self.max_retries} retries: {exc}"
+            posts.community_post_publish_give_up(post_id=post_id, reason=reason)
+            return
+        busy = isinstance(exc, posts.PostBusy)
+        if busy:
+            countdown = BUSY_RETRY_SECONDS * (1 + random.random())
+        else:
+            countdown = _backoff(self.request.retries, exc.retry_after)
+        posts.community_post_note_retry(post_id=post_id, countdown=countdown, error="" if busy else str(exc))
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+@shared_task
+def community_posts_sweep_task() -> int:
+    """Beat: recently sent campaigns without a community post get one (catches missed webhooks)."""
+    from campaigns import posts
+
+    return posts.community_posts_sweep_sent().created
+
+
+@shared_task
+def community_posts_relay_task() -> int:
+    """Beat: re-enqueue community posts waiting to be fetched or published whose task was lost."""
+    from campaigns import posts
+
+    return posts.community_posts_relay_stuck()

@@ -62,4 +62,14 @@ BEAT_SCHEDULE = {
         300,
         "Record communications Mailchimp has finished sending (and scheduled ones it has started).",
     ),
+    "campaigns: sweep sent campaigns into community posts": (
+        "campaigns.tasks.community_posts_sweep_task",
+        900,
+        "Campaigns sent to Partnerlink's audiences recently become community post drafts (catches missed webhooks).",
+    ),
+    "campaigns: relay community posts": (
+        "campaigns.tasks.community_posts_relay_task",
+        60,
+        "Re-enqueue community posts waiting to be fetched from Mailchimp or published to Trading Grid.",
+    ),
 }

@@ -41,6 +41,10 @@ GROUP_PERMISSIONS: dict[str, dict[str, list[str] | str]] = {
             "add_journeymapping",
             "change_journeymapping",
             "view_journeytrigger",
+            "add_communitypost",
+            "change_communitypost",
+            "view_communitypost",
+            "view_poststyleperkind",
         ],
     },
     APPROVERS_GROUP: {
@@ -60,6 +64,10 @@ GROUP_PERMISSIONS: dict[str, dict[str, list[str] | str]] = {
             "approve_communication",
             "view_journeymapping",
             "view_journeytrigger",
+            "view_communitypost",
+            "change_communitypost",
+            "approve_communitypost",
+            "view_poststyleperkind",
         ],
     },
     ADMINISTRATORS_GROUP: {

@@ -503,6 +503,41 @@ class MailchimpClient:
     def get_campaign(self, *, campaign_id: str) -> dict[str, Any]:
         return self._call(self._sdk.campaigns.get, campaign_id)
 
+    def list_campaigns(
+        self,
+        *,
+        status: str | None = None,
+        since_send_time: dt.datetime | None = None,
+        before_send_time: dt.datetime | None = None,
+        count: int = 25,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> dict[str, Any]:
+        """One page of `GET /campaigns` (`{"campaigns": [...], "total_items": N}`), sorted by send time."""
+        params: dict[str, Any] = {
+            "count": max(1, min(int(count), MAX_PAGE_SIZE)),
+            "offset": max(0, int(offset)),
+            "sort_field": "send_time",
+            "sort_dir": "DESC" if newest_first else "ASC",
+        }
+        if status:
+            params["status"] = status
+        if since_send_time is not None:
+            params["since_send_time"] = format_mailchimp_datetime(since_send_time)
+        if before_send_time is not None:
+            params["before_send_time"] = format_mailchimp_datetime(before_send_time)
+        return self._call(self._sdk.campaigns.list, **params)
+
+    def iter_sent_campaigns(self, *, since: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Every sent campaign (sent at or after `since`), oldest first, following all pages of 1000."""
+        extra = {"since_send_time": since} if since is not None else {}
+        return self._pages(
+            lambda count, offset: self.list_campaigns(
+                status="sent", count=count, offset=offset, newest_first=False, **extra
+            ),
+            "campaigns",
+        )
+
     def update_campaign_settings(
         self,
         *,

@@ -697,7 +697,7 @@ class TradingGridClient:
                     self.sleep(delay)
                     continue
                 raise TradingGridTransientError(f"{failure} after {attempt} attempt(s)", method=method,
-                                                path=path) from exc
+                                                path=path, not_processed=never_sent) from exc
             except requests.RequestException as exc:
                 raise TradingGridError(f"Trading Grid {method} {path} could not be sent: {type(exc).__name__}") from exc
 
@@ -721,7 +721,7 @@ class TradingGridClient:
                 continue
             raise TradingGridTransientError(
                 f"HTTP {status} after {attempt} attempt(s)", status=status, retry_after=retry_after,
-                method=method, path=path,
+                method=method, path=path, not_processed=status in (429, 503),
             )
 
     def _backoff(self, attempt: int) -> float:

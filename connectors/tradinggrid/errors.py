@@ -60,7 +60,9 @@ class TradingGridAuthError(TradingGridAPIError):
 class TradingGridTransientError(TradingGridError):
     """429, 5xx, timeouts or connection failures that were still failing after our bounded retries.
 
-    `retry_after` (seconds) is what the server asked for, when it said so: a task should wait at least that long."""
+    `retry_after` (seconds) is what the server asked for, when it said so: a task should wait at least that long.
+    `not_processed` is True when Trading Grid cannot have acted on the request (429, 503, or a connection never
+    made); False means it may have (a timeout, a dropped connection, another 5xx): a create is then in doubt."""
 
     def __init__(
         self,
@@ -70,9 +72,11 @@ class TradingGridTransientError(TradingGridError):
         retry_after: float | None = None,
         method: str = "",
         path: str = "",
+        not_processed: bool = False,
     ) -> None:
         self.status = status
         self.retry_after = retry_after
+        self.not_processed = not_processed
         self.message = message
         self.method = method
         self.path = path

@@ -15,6 +15,7 @@ def test_partner_managers_write_communications_but_cannot_approve():
     assert codenames("Partner managers") == {
         "add_communication", "change_communication", "view_communication",
         "view_journeymapping", "add_journeymapping", "change_journeymapping", "view_journeytrigger",
+        "add_communitypost", "change_communitypost", "view_communitypost", "view_poststyleperkind",
     }
 
 
@@ -22,10 +23,12 @@ def test_approvers_view_change_and_approve():
     assert codenames("Approvers") == {
         "view_communication", "change_communication", "approve_communication",
         "view_journeymapping", "view_journeytrigger",
+        "view_communitypost", "change_communitypost", "approve_communitypost", "view_poststyleperkind",
     }
 
 
 def test_administrators_get_everything_of_the_app():
     granted = codenames("Administrators")
-    assert {"approve_communication", "delete_communication", "view_campaignsend"} <= granted
-    assert len(granted) == 6 * 4 + 1  # six models, four default permissions each, plus approve
+    assert {"approve_communication", "delete_communication", "view_campaignsend", "approve_communitypost"} <= granted
+    # nine models, four default permissions each, plus approving communications and community posts
+    assert len(granted) == 9 * 4 + 2

@@ -753,6 +753,21 @@ class MailchimpEmulator:
             campaigns = [self.state.campaign(c) for c in list(self.state.campaigns)]
             if r.query.get("status"):
                 campaigns = [c for c in campaigns if c.status == r.query["status"]]
+            if r.query.get("list_id"):
+                campaigns = [c for c in campaigns if c.list_id == r.query["list_id"]]
+            for key, keep in (("since_send_time", lambda sent, bound: sent >= bound),
+                              ("before_send_time", lambda sent, bound: sent < bound)):
+                if r.query.get(key):
+                    bound = dt.datetime.fromisoformat(r.query[key].replace("Z", "+00:00"))
+                    bound = bound if bound.tzinfo else bound.replace(tzinfo=dt.UTC)
+                    campaigns = [c for c in campaigns if c.send_time is not None and keep(c.send_time, bound)]
+            sort_field = r.query.get("sort_field")
+            if sort_field in ("send_time", "create_time"):
+                oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+                campaigns.sort(
+                    key=lambda c: (c.send_time or oldest) if sort_field == "send_time" else c.created,
+                    reverse=str(r.query.get("sort_dir") or "").upper() == "DESC",
+                )
             page, total = _page(campaigns, r.query)
             return 200, {"campaigns": [self.state.campaign_json(c) for c in page], "total_items": total}
 

@@ -895,6 +895,8 @@ class EmulatorState:
             "emails_sent": report.emails_sent if report else 0,
             "send_time": iso(campaign.send_time),
             "content_type": "template" if campaign.template_id else "html",
+            "archive_url": f"http://eepurl.com/{campaign.id[:6]}",
+            "long_archive_url": f"https://us21.campaign-archive.com/?u=0e1d2c3b4a5f&id={campaign.id}",
             "recipients": {
                 "list_id": campaign.list_id,
                 "list_is_active": True,
