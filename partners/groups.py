@@ -41,6 +41,16 @@ GROUP_PERMISSIONS: dict[str, dict[str, list[str] | str]] = {
             "add_journeymapping",
             "change_journeymapping",
             "view_journeytrigger",
+            # Policy documents (F5)
+            "add_policydocument",
+            "change_policydocument",
+            "view_policydocument",
+            "add_documentversion",
+            "change_documentversion",
+            "view_documentversion",
+            "view_documentpublication",
+            "view_documentacknowledgement",
+            "view_documentreminder",
         ],
     },
     APPROVERS_GROUP: {
@@ -60,6 +70,14 @@ GROUP_PERMISSIONS: dict[str, dict[str, list[str] | str]] = {
             "approve_communication",
             "view_journeymapping",
             "view_journeytrigger",
+            # Policy documents (F5)
+            "view_policydocument",
+            "view_documentversion",
+            "change_documentversion",
+            "approve_documentversion",
+            "view_documentpublication",
+            "view_documentacknowledgement",
+            "view_documentreminder",
         ],
     },
     ADMINISTRATORS_GROUP: {
