@@ -783,3 +783,549 @@ def _page_number(request) -> int:
         return max(1, int(request.GET.get("page") or request.POST.get("page") or 1))
     except ValueError:
         return 1
+
+
+# --- Policy documents (flow F5): thin, through campaigns/documents.py ------------------------------------
+
+from django.contrib.admin.models import LogEntry  # noqa: E402
+from django.contrib.contenttypes.models import ContentType  # noqa: E402
+from django.db.models import Count  # noqa: E402
+from django.http import FileResponse, HttpResponse  # noqa: E402
+from django.shortcuts import render  # noqa: E402
+
+from campaigns import document_selectors, documents  # noqa: E402
+from campaigns.document_files import FILE_TYPES, check_upload, human_size  # noqa: E402
+from campaigns.models import (  # noqa: E402
+    DocumentAcknowledgement,
+    DocumentPublication,
+    DocumentReminder,
+    DocumentVersion,
+    DocumentVersionStatus,
+    PolicyDocument,
+    PublicationStatus,
+)
+from partners.selectors import default_audience  # noqa: E402
+
+V = DocumentVersionStatus
+
+
+class PolicyDocumentForm(forms.ModelForm):
+    class Meta:
+        model = PolicyDocument
+        fields = documents.DOCUMENT_SETTINGS
+
+    def clean(self):
+        data = super().clean()
+        if (data.get("reminder_journey_id") is None) != (data.get("reminder_step_id") is None):
+            self.add_error("reminder_step_id", "A reminder journey needs both its journey id and its step id.")
+        return data
+
+
+class VersionUploadForm(forms.ModelForm):
+    """A new version on the document's page: the file is checked (size, type, content) before anything is saved."""
+
+    class Meta:
+        model = DocumentVersion
+        fields = ("version", "change_summary", "file")
+        widgets = {"change_summary": forms.Textarea(attrs={"rows": 2, "cols": 50})}
+
+    def clean_file(self):
+        upload = self.cleaned_data.get("file")
+        if upload:
+            check_upload(upload)
+        return upload
+
+    def validate_unique(self):
+        pass  # the service checks the label against the document's versions (the document may not exist yet)
+
+    def clean(self):
+        data = super().clean()
+        document = self.instance.document if self.instance.document_id else None
+        label = (data.get("version") or "").strip()
+        if document is not None and label and document.versions.filter(version=label).exists():
+            self.add_error("version", f"“{document.title}” already has a version {label}.")
+        return data
+
+
+class DocumentVersionUploadInline(admin.StackedInline):
+    model = DocumentVersion
+    form = VersionUploadForm
+    extra = 1
+    max_num = 1
+    can_delete = False
+    verbose_name = "new version"
+    verbose_name_plural = "upload a new version (PDF, Word .docx or Excel .xlsx)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).none()
+
+
+class DocumentVersionListInline(admin.TabularInline):
+    model = DocumentVersion
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "versions"
+    fields = ("version_link", "status", "file_name", "size_shown", "created_by", "approved_by", "published")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return document_selectors.versions_for_list(super().get_queryset(request)).select_related("created_by")
+
+    @admin.display(description="version")
+    def version_link(self, version):
+        url = reverse("admin:campaigns_documentversion_change", args=[version.pk])
+        return format_html('<a href="{}">{}</a>', url, version.version)
+
+    @admin.display(description="size")
+    def size_shown(self, version):
+        return human_size(version.size)
+
+    @admin.display(description="Trading Grid")
+    def published(self, version):
+        publication = getattr(version, "publication", None)
+        return publication.get_status_display() if publication else "—"
+
+
+@admin.register(PolicyDocument)
+class PolicyDocumentAdmin(admin.ModelAdmin):
+    form = PolicyDocumentForm
+    list_display = ("title", "kind", "latest_version", "owner", "tg_document_id", "updated_at")
+    list_filter = ("kind", ("owner", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("title", "=tg_document_id")
+    list_per_page = 100
+    inlines = (DocumentVersionListInline, DocumentVersionUploadInline)
+    readonly_fields = ("tg_document_id", "tg_url")
+    fieldsets = (
+        (None, {"fields": ("kind", "title", "description", "owner")}),
+        (
+            "Reminders to contacts who have not confirmed receipt",
+            {
+                "fields": (
+                    "remind_after_days",
+                    "max_reminders",
+                    "reminder_tag",
+                    ("reminder_journey_id", "reminder_step_id"),
+                )
+            },
+        ),
+        ("Trading Grid", {"fields": ("tg_document_id", "tg_url")}),
+    )
+
+    def get_queryset(self, request):
+        return document_selectors.documents_for_list(super().get_queryset(request))
+
+    @admin.display(description="latest approved version", ordering="latest_version")
+    def latest_version(self, document):
+        return document.latest_version or "—"
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # versions, confirmations and reminders stay traceable
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (services.TransitionError, ValidationError) as exc:
+            self.message_user(request, _message(exc), messages.ERROR)
+            return HttpResponseRedirect(request.path)
+
+    def save_model(self, request, obj, form, change):
+        data = {name: form.cleaned_data[name] for name in documents.DOCUMENT_SETTINGS if name in form.cleaned_data}
+        if change:
+            documents.document_update(document_id=obj.pk, actor=request.user, changes=data)
+        else:
+            kind, title = data.pop("kind"), data.pop("title")
+            saved = documents.document_create(actor=request.user, kind=kind, title=title, **data)
+            obj.pk = obj.id = saved.pk
+            obj._state.adding = False
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not DocumentVersion:
+            return super().save_formset(request, form, formset, change)
+        # Versions are uploaded through the service; existing ones are read-only here.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for inline_form in formset.forms:
+            if not inline_form.has_changed() or not inline_form.cleaned_data.get("file"):
+                continue
+            version = documents.document_version_upload(
+                document_id=form.instance.pk,
+                actor=request.user,
+                upload=inline_form.cleaned_data["file"],
+                version=inline_form.cleaned_data["version"],
+                change_summary=inline_form.cleaned_data["change_summary"],
+            )
+            formset.new_objects.append(version)
+            self.message_user(
+                request, f"Version {version.version} uploaded as a draft: open it to submit it for approval."
+            )
+
+
+class WaitingForMyDocumentApproval(admin.SimpleListFilter):
+    title = "approval"
+    parameter_name = "waiting_for"
+
+    def lookups(self, request, model_admin):
+        can_approve = document_selectors.user_can_approve_documents(request.user)
+        return (("me", "Waiting for my approval"),) if can_approve else ()
+
+    def queryset(self, request, queryset):
+        if self.value() == "me":
+            return queryset.filter(status=V.SUBMITTED).exclude(submitted_by_id=request.user.pk)
+        return queryset
+
+
+class ReplaceFileForm(forms.Form):
+    file = forms.FileField(help_text="PDF, Word (.docx) or Excel (.xlsx).")
+    change_summary = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        check_upload(upload)
+        return upload
+
+
+class DistributionForm(forms.Form):
+    audience = forms.ModelChoiceField(queryset=None)
+    segments = forms.ModelMultipleChoiceField(
+        queryset=Segment.objects.select_related("audience"),
+        widget=admin.widgets.FilteredSelectMultiple("segments", is_stacked=False),
+    )
+    subject = forms.CharField(max_length=150)
+    preview_text = forms.CharField(max_length=150, required=False)
+    from_name = forms.CharField(max_length=100)
+    reply_to = forms.EmailField()
+    html_body = forms.CharField(widget=HtmlWithLivePreview, help_text="Keep the link: it carries each reader's key.")
+
+    def __init__(self, *args, **kwargs):
+        from partners.models import MailchimpAudience
+
+        super().__init__(*args, **kwargs)
+        self.fields["audience"].queryset = MailchimpAudience.objects.all()
+
+
+@admin.register(DocumentVersion)
+class DocumentVersionAdmin(admin.ModelAdmin):
+    list_display = (
+        "document",
+        "version",
+        "status",
+        "file_name",
+        "size_shown",
+        "submitted_by",
+        "approved_by",
+        "publication_status",
+        "coverage_link",
+    )
+    list_filter = (WaitingForMyDocumentApproval, "status", "document__kind")
+    search_fields = ("document__title", "version", "file_name", "=sha256")
+    list_per_page = 100
+    actions = ("submit_selected", "approve_selected")
+    change_form_template = "admin/campaigns/documentversion/change_form.html"
+    fields = (
+        "document",
+        "version",
+        "change_summary",
+        "file_name",
+        "file_type",
+        "size",
+        "sha256",
+        "status",
+        "created_by",
+        "submitted_by",
+        "submitted_at",
+        "approved_by",
+        "approved_at",
+        "superseded_by",
+        "superseded_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return document_selectors.versions_for_list(super().get_queryset(request))
+
+    def has_add_permission(self, request):
+        return False  # uploaded on the document's page
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="size", ordering="size")
+    def size_shown(self, version):
+        return human_size(version.size)
+
+    @admin.display(description="Trading Grid")
+    def publication_status(self, version):
+        publication = getattr(version, "publication", None)
+        return publication.get_status_display() if publication else "—"
+
+    @admin.display(description="coverage")
+    def coverage_link(self, version):
+        if version.status not in (V.APPROVED, V.SUPERSEDED):
+            return "—"
+        url = reverse("admin:campaigns_documentversion_coverage", args=[version.pk])
+        return format_html('<a href="{}">coverage</a>', url)
+
+    # -- bulk actions ------------------------------------------------------------------------------------
+    def _each(self, request, queryset, service, done: str):
+        ok = 0
+        for version in queryset:
+            try:
+                service(version_id=version.pk, actor=request.user)
+            except (services.TransitionError, ValidationError) as exc:
+                self.message_user(request, _message(exc), messages.ERROR)
+            else:
+                ok += 1
+        if ok:
+            self.message_user(request, f"{ok} version(s) {done}.", messages.SUCCESS)
+
+    @admin.action(description="Submit selected versions for approval")
+    def submit_selected(self, request, queryset):
+        self._each(request, queryset, documents.document_version_submit, "submitted")
+
+    @admin.action(description="Approve selected versions (publishes them to Trading Grid)")
+    def approve_selected(self, request, queryset):
+        self._each(request, queryset, documents.document_version_approve, "approved")
+
+    # -- the change page -------------------------------------------------------------------------------
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        version = self.get_object(request, object_id)
+        if version is not None:
+            extra_context = {**(extra_context or {}), **self._page_context(request, version)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _page_context(self, request, version):
+        user = request.user
+        can_change = document_selectors.user_can_change_documents(user)
+        can_approve = document_selectors.user_can_approve_documents(user)
+        is_submitter = version.submitted_by_id == user.pk
+        actions = []
+        if can_change and version.status == V.DRAFT:
+            actions.append(("submit", "Submit for approval", False))
+        if version.status == V.SUBMITTED and can_approve and not is_submitter:
+            actions.append(("approve", "Approve and publish to Trading Grid", False))
+            actions.append(("request_changes", "Request changes", True))
+        publication = DocumentPublication.objects.filter(version=version).first()
+        if publication and publication.status == PublicationStatus.FAILED and can_approve:
+            actions.append(("retry_publication", "Retry the publication", False))
+        waiting_note = ""
+        if version.status == V.SUBMITTED and is_submitter:
+            waiting_note = "You submitted it: another approver has to approve it (four-eyes rule)."
+        elif version.status == V.SUBMITTED and not can_approve:
+            waiting_note = "Waiting for a member of “Approvers”."
+        reminder_counts = {
+            (kind, status): count
+            for kind, status, count in DocumentReminder.objects.filter(version=version)
+            .values_list("kind", "status")
+            .annotate(count=Count("pk"))
+            .values_list("kind", "status", "count")
+        }
+        return {
+            "version": version,
+            "publication": publication,
+            "actions": actions,
+            "waiting_note": waiting_note,
+            "can_replace": can_change and version.status in (V.DRAFT, V.SUBMITTED, V.CHANGES_REQUESTED),
+            "replace_form": ReplaceFileForm(),
+            "can_distribute": version.status == V.APPROVED and user.has_perm("campaigns.add_communication"),
+            "distributions": version.distributions.select_related("communication"),
+            "reminder_counts": sorted(reminder_counts.items()),
+            "history": _history(version),
+            "size_shown": human_size(version.size),
+        }
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:object_id>/download/", wrap(self.download_view), name="campaigns_documentversion_download"),
+            path("<int:object_id>/coverage/", wrap(self.coverage_view), name="campaigns_documentversion_coverage"),
+            path(
+                "<int:object_id>/distribute/", wrap(self.distribute_view), name="campaigns_documentversion_distribute"
+            ),
+            path("<int:object_id>/do/<str:action>/", wrap(self.action_view), name="campaigns_documentversion_action"),
+            *super().get_urls(),
+        ]
+
+    def _version_or_404(self, request, object_id):
+        version = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_view_permission(request, version):
+            raise PermissionDenied
+        return version
+
+    def download_view(self, request, object_id):
+        """The stored file, for logged-in staff who may see document versions (admin_view checks staff)."""
+        version = self._version_or_404(request, object_id)
+        response = FileResponse(
+            version.file.open("rb"),
+            as_attachment=True,
+            filename=version.file_name,
+            content_type=FILE_TYPES[version.file_type][1],
+        )
+        response["Cache-Control"] = "private, no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def coverage_view(self, request, object_id):
+        version = self._version_or_404(request, object_id)
+        coverage = document_selectors.version_coverage(version)
+        if request.GET.get("format") == "csv":
+            response = HttpResponse(document_selectors.coverage_csv(coverage), content_type="text/csv; charset=utf-8")
+            name = f"coverage-{version.document_id}-{version.version}.csv".replace(" ", "_")
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Coverage of {version}",
+            "version": version,
+            "coverage": coverage,
+        }
+        return render(request, "admin/campaigns/documentversion/coverage.html", context)
+
+    def distribute_view(self, request, object_id):
+        version = self._version_or_404(request, object_id)
+        if not request.user.has_perm("campaigns.add_communication"):
+            raise PermissionDenied
+        audience = default_audience()
+        initial = {
+            "audience": audience,
+            "subject": f"{version.document.title}: version {version.version}",
+            "html_body": documents.distribution_default_html(version),
+        }
+        form = DistributionForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                distribution = documents.document_distribution_create(
+                    version_id=version.pk, actor=request.user, **form.cleaned_data
+                )
+            except (services.TransitionError, ValidationError) as exc:
+                self.message_user(request, _message(exc), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    "Distribution email created as a draft communication: submit it for approval there.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:campaigns_communication_change", args=[distribution.communication_id])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Distribute {version}",
+            "version": version,
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return render(request, "admin/campaigns/documentversion/distribute.html", context)
+
+    def action_view(self, request, object_id, action):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        version = self._version_or_404(request, object_id)
+        comment = request.POST.get("comment", "")
+        try:
+            text = self._act(request, version, action, comment)
+        except (services.TransitionError, ValidationError) as exc:
+            self.message_user(request, _message(exc), messages.ERROR)
+        else:
+            self.message_user(request, text, messages.SUCCESS if text else messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:campaigns_documentversion_change", args=[version.pk]))
+
+    def _act(self, request, version, action, comment) -> str:
+        user = request.user
+        if action == "submit":
+            documents.document_version_submit(version_id=version.pk, actor=user, comment=comment)
+            return "Submitted for approval."
+        if action == "approve":
+            documents.document_version_approve(version_id=version.pk, actor=user, comment=comment)
+            return "Approved: it is the latest version and is being published to Trading Grid."
+        if action == "request_changes":
+            documents.document_version_request_changes(version_id=version.pk, actor=user, comment=comment)
+            return "Sent back to its author with your comment."
+        if action == "retry_publication":
+            publication = DocumentPublication.objects.get(version=version)
+            documents.document_publication_retry(publication_id=publication.pk, actor=user)
+            return "The publication to Trading Grid is tried again."
+        if action == "replace_file":
+            form = ReplaceFileForm(request.POST, request.FILES)
+            if not form.is_valid():
+                raise ValidationError([message for errors in form.errors.values() for message in errors])
+            documents.document_version_replace_file(
+                version_id=version.pk,
+                actor=user,
+                upload=form.cleaned_data["file"],
+                change_summary=form.cleaned_data["change_summary"],
+            )
+            return "File replaced; the version is a draft again."
+        return f"Unknown action “{action}”."
+
+
+def _history(obj):
+    return (
+        LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(type(obj)), object_id=str(obj.pk))
+        .select_related("user")
+        .order_by("action_time", "pk")
+    )
+
+
+class VersionListFilter(admin.SimpleListFilter):
+    """The versions that have rows in this list, each named with its document, in one query."""
+
+    title = "version"
+    parameter_name = "version__id__exact"
+
+    def lookups(self, request, model_admin):
+        used = model_admin.model.objects.values("version_id")
+        versions = DocumentVersion.objects.filter(pk__in=used).select_related("document").order_by("document__title")
+        return [(str(version.pk), str(version)) for version in versions]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(version_id=self.value()) if self.value() else queryset
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DocumentPublication)
+class DocumentPublicationAdmin(_ReadOnlyAdmin):
+    """The publication ledger: one row per approved version, for operators."""
+
+    list_display = ("version", "status", "tg_document_id", "attempts", "last_error", "queued_at", "published_at")
+    list_filter = ("status",)
+    list_select_related = ("version__document",)
+    search_fields = ("=tg_document_id", "version__document__title")
+
+
+@admin.register(DocumentReminder)
+class DocumentReminderAdmin(_ReadOnlyAdmin):
+    """The reminder ledger: one row per stage per recipient and version."""
+
+    list_display = ("version", "email", "kind", "stage", "status", "due_at", "sent_at", "attempts", "reason")
+    list_filter = ("status", "kind", VersionListFilter)
+    list_select_related = ("version__document", "recipient")
+    search_fields = ("recipient__email", "version__document__title")
+    list_per_page = 200
+
+    @admin.display(description="contact", ordering="recipient__email")
+    def email(self, reminder):
+        return reminder.recipient.email
+
+
+@admin.register(DocumentAcknowledgement)
+class DocumentAcknowledgementAdmin(_ReadOnlyAdmin):
+    list_display = ("version", "email", "partner_company_id", "partner", "acknowledged_at", "source", "recorded_at")
+    list_filter = ("source", VersionListFilter)
+    list_select_related = ("version__document", "partner")
+    search_fields = ("email", "=partner_company_id")
+    exclude = ("raw",)
+

@@ -12,3 +12,11 @@ class CampaignsConfig(AppConfig):
 
         if journey_triggers_record not in partner_change_listeners:
             partner_change_listeners.append(journey_triggers_record)
+
+        # Policy documents (F5): the document.acknowledged webhook, and per-recipient links before each send.
+        import campaigns.document_handlers  # noqa: F401 - registers with the inbox
+        from campaigns import services
+        from campaigns.documents import distribution_send_preflight
+
+        if distribution_send_preflight not in services.send_preflight_hooks:
+            services.send_preflight_hooks.append(distribution_send_preflight)

@@ -4,8 +4,10 @@ State changes go through campaigns/services.py (the state machine lives there); 
 campaigns/selectors.py."""
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from campaigns.document_files import FILE_TYPE_CHOICES, document_upload_to, private_document_storage
 from partners.models import MailchimpAudience, Segment
 
 
@@ -493,3 +495,354 @@ class CommunityPostTransition(models.Model):
 
     def __str__(self):
         return f"post {self.post_id}: {self.from_state} → {self.to_state}"
+
+
+# --- Policy documents with confirmed receipt (flow F5) ----------------------------------------------
+# Services: campaigns/documents.py. Files: campaigns/document_files.py (checks, private storage).
+
+
+class DocumentKind(models.TextChoices):
+    """Trading Grid's document kinds (CONTRACT.md)."""
+
+    POLICY = "policy", "Policy"
+    TRADING_TERMS = "trading_terms", "Trading terms"
+    OPERATIONAL_GUIDE = "operational_guide", "Operational guide"
+
+
+class PolicyDocument(models.Model):
+    """A policy, trading terms or operational guide whose latest approved version lives in the Trading Grid
+    community, where partners read it and confirm receipt; who has not confirmed gets reminders."""
+
+    kind = models.CharField(max_length=20, choices=DocumentKind.choices)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True, help_text="Shown on the community page above the file.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="policy_documents",
+        help_text="Who answers for it (empty: you); alerted when a partner without a partner manager does not "
+        "confirm.",
+    )
+    remind_after_days = models.PositiveSmallIntegerField(
+        default=7,
+        validators=[MinValueValidator(1), MaxValueValidator(365)],
+        help_text="Days after the email (and between reminders) before a contact who has not confirmed is reminded.",
+    )
+    max_reminders = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MaxValueValidator(10)],
+        help_text="At most this many reminders per contact; after the last, the partner manager is alerted.",
+    )
+    reminder_tag = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Mailchimp tag set on the contact for each reminder (an automation triggered by the tag sends "
+        "the reminder email). Removed and set again for every reminder so the automation fires each time.",
+    )
+    reminder_journey_id = models.PositiveBigIntegerField(
+        "reminder journey id", null=True, blank=True, help_text=JOURNEY_IDS_HELP
+    )
+    reminder_step_id = models.PositiveBigIntegerField("reminder step id", null=True, blank=True)
+    tg_document_id = models.CharField("TG document id", max_length=64, blank=True, editable=False)
+    tg_url = models.URLField("community page", max_length=500, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["title", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tg_document_id"], condition=~models.Q(tg_document_id=""), name="policy_document_tg_id_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(reminder_journey_id__isnull=True, reminder_step_id__isnull=True)
+                | models.Q(reminder_journey_id__isnull=False, reminder_step_id__isnull=False),
+                name="policy_document_journey_and_step",
+                violation_error_message="A reminder journey needs both its journey id and its step id.",
+            ),
+        ]
+
+    def __str__(self):
+        return self.title
+
+    @property
+    def has_reminder_action(self) -> bool:
+        return bool(self.reminder_tag or self.reminder_journey_id)
+
+
+class DocumentVersionStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SUBMITTED = "submitted", "Submitted for approval"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    APPROVED = "approved", "Approved (latest)"
+    SUPERSEDED = "superseded", "Superseded"
+
+
+class DocumentVersion(models.Model):
+    """One uploaded file of a document. Four-eyes: the submitter cannot approve it; only Approvers approve.
+    The approved version is the latest; approving a newer one supersedes it."""
+
+    document = models.ForeignKey(PolicyDocument, on_delete=models.PROTECT, related_name="versions")
+    version = models.CharField(
+        max_length=40, help_text="The label partners see, e.g. 2026.1 or 3.2; unique within the document."
+    )
+    change_summary = models.TextField(help_text="What changed since the previous version.")
+    file = models.FileField(storage=private_document_storage, upload_to=document_upload_to, max_length=300)
+    file_name = models.CharField(max_length=255, help_text="The name it was uploaded with.")
+    file_type = models.CharField(max_length=10, choices=FILE_TYPE_CHOICES)
+    size = models.PositiveBigIntegerField(help_text="Bytes.")
+    sha256 = models.CharField("SHA-256", max_length=64)
+    status = models.CharField(
+        max_length=20, choices=DocumentVersionStatus.choices, default=DocumentVersionStatus.DRAFT
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="document_versions_created"
+    )
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="document_versions_submitted",
+    )
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="document_versions_approved",
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="supersedes"
+    )
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["document_id", "-created_at", "-pk"]
+        permissions = [("approve_documentversion", "Can approve document versions (not ones they submitted)")]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "version"], name="document_version_label_unique"),
+            models.UniqueConstraint(
+                fields=["document"],
+                condition=models.Q(status="approved"),
+                name="document_one_approved_version",
+                violation_error_message="A document has one approved version: the latest.",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "submitted_by"])]
+
+    def __str__(self):
+        return f"{self.document} v{self.version}" if self.document_id else f"v{self.version}"
+
+
+class PublicationStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be published"
+    PUBLISHED = "published", "Published in Trading Grid"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Not published (superseded first)"
+
+
+class DocumentPublication(models.Model):
+    """The ledger row of one version's publication to the Trading Grid community (unique per version).
+
+    The Trading Grid document id is recorded on the document the moment Trading Grid creates it, so a retry
+    adds a version to it instead of creating a second document; adding a version Trading Grid already holds
+    (409) is recognised by its SHA-256 and recorded as published. The lease keeps two workers apart."""
+
+    version = models.OneToOneField(DocumentVersion, on_delete=models.CASCADE, related_name="publication")
+    status = models.CharField(max_length=20, choices=PublicationStatus.choices, default=PublicationStatus.PENDING)
+    tg_document_id = models.CharField("TG document id", max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When its task was last enqueued.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a retry is due.")
+    lease_owner = models.CharField(max_length=40, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["status", "queued_at"])]
+
+    def __str__(self):
+        return f"publication of {self.version_id} ({self.status})"
+
+
+class DocumentDistribution(models.Model):
+    """A communication (kind “policy update”) that sends one version to partner contacts. Its links carry the
+    version and each reader's key, so clicks are attributed; reminders count from its send."""
+
+    communication = models.OneToOneField(
+        Communication, on_delete=models.CASCADE, related_name="document_distribution"
+    )
+    version = models.ForeignKey(DocumentVersion, on_delete=models.PROTECT, related_name="distributions")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    links_ready_at = models.DateTimeField(
+        null=True, blank=True, help_text="When every recipient's link key was in Mailchimp (just before the send)."
+    )
+    reminders_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reminder schedule was set, once Mailchimp had sent it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"distribution of {self.version_id} by communication {self.communication_id}"
+
+
+class DocumentLinkKey(models.Model):
+    """A reader's random key, held in the Mailchimp merge field DOCKEY of their member. Links in distribution
+    emails are /d/<version>/*|DOCKEY|*: the version comes from the email, the reader from the key, so the key
+    never changes and two distributions in flight can never overwrite each other's links."""
+
+    audience = models.ForeignKey(MailchimpAudience, on_delete=models.CASCADE, related_name="document_link_keys")
+    email = models.EmailField(max_length=254)
+    key = models.CharField(max_length=64, unique=True)
+    pushed_at = models.DateTimeField(null=True, blank=True, help_text="When Mailchimp accepted it.")
+    push_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["audience", "email"], name="document_link_key_per_member")]
+
+    def __str__(self):
+        return f"link key of {self.email}"
+
+
+class DocumentRecipient(models.Model):
+    """One address a version was sent to (unique per version): its clicks, its confirmation, its reminders."""
+
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="recipients")
+    distribution = models.ForeignKey(DocumentDistribution, on_delete=models.CASCADE, related_name="recipients")
+    email = models.EmailField(max_length=254)
+    contact = models.ForeignKey(
+        "partners.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="document_receipts"
+    )
+    partner = models.ForeignKey(
+        "partners.TradingPartner",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="document_receipts",
+    )
+    first_clicked_at = models.DateTimeField(null=True, blank=True)
+    last_clicked_at = models.DateTimeField(null=True, blank=True)
+    click_count = models.PositiveIntegerField(default=0)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    reminders_sent = models.PositiveSmallIntegerField(
+        default=0, help_text="Reminder stages taken (sent or skipped)."
+    )
+    next_reminder_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next stage (reminder or alert) is due; empty: none."
+    )
+    reminders_stopped = models.CharField(max_length=200, blank=True, help_text="Why no more stages follow.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["version_id", "email"]
+        constraints = [models.UniqueConstraint(fields=["version", "email"], name="document_recipient_once")]
+        indexes = [models.Index(fields=["next_reminder_at"])]
+
+    def __str__(self):
+        return f"{self.email} ← {self.version_id}"
+
+
+class AcknowledgementSource(models.TextChoices):
+    WEBHOOK = "webhook", "Webhook"
+    POLL = "poll", "Poll"
+
+
+class DocumentAcknowledgement(models.Model):
+    """A contact confirmed receipt of a version in the community (Trading Grid's key: partner, email,
+    version). Stored once: a duplicate, by webhook or poll, changes nothing."""
+
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="acknowledgements")
+    partner_company_id = models.CharField("partner BUID", max_length=12)
+    email = models.EmailField(max_length=254)
+    partner = models.ForeignKey(
+        "partners.TradingPartner", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    contact = models.ForeignKey("partners.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    acknowledged_at = models.DateTimeField()
+    source = models.CharField(max_length=10, choices=AcknowledgementSource.choices)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    raw = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-acknowledged_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "partner_company_id", "email"], name="document_acknowledgement_once"
+            )
+        ]
+        indexes = [models.Index(fields=["version", "email"])]
+
+    def __str__(self):
+        return f"{self.email} ({self.partner_company_id}) confirmed {self.version_id}"
+
+
+class ReminderKind(models.TextChoices):
+    REMINDER = "reminder", "Reminder to the contact"
+    ALERT = "alert", "Alert to the partner manager"
+
+
+class ReminderStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    SKIPPED = "skipped", "Skipped"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ReminderProgress(models.IntegerChoices):
+    """How far a reminder got in Mailchimp; a retry continues from here."""
+
+    NOTHING = 0, "Nothing sent yet"
+    CHECKED = 1, "Member checked"
+    TAG_CLEARED = 2, "Tag removed"
+    TAG_SET = 3, "Tag set"
+    JOURNEY = 4, "Journey step triggered"
+
+
+class DocumentReminder(models.Model):
+    """The ledger row of one reminder stage for one recipient of one version: reminder 1…M through
+    Mailchimp, then the alert to the partner manager. Unique, so a sweep that runs twice does nothing twice."""
+
+    recipient = models.ForeignKey(DocumentRecipient, on_delete=models.CASCADE, related_name="reminders")
+    version = models.ForeignKey(DocumentVersion, on_delete=models.CASCADE, related_name="reminders")
+    kind = models.CharField(max_length=10, choices=ReminderKind.choices)
+    stage = models.PositiveSmallIntegerField(help_text="Reminder number; for the alert, the reminders before it + 1.")
+    status = models.CharField(max_length=10, choices=ReminderStatus.choices, default=ReminderStatus.PENDING)
+    progress = models.PositiveSmallIntegerField(choices=ReminderProgress.choices, default=ReminderProgress.NOTHING)
+    due_at = models.DateTimeField()
+    reason = models.TextField(blank=True, help_text="Why it was skipped, cancelled or failed.")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Lease or retry time.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "version", "kind", "stage"], name="document_reminder_once"),
+            models.UniqueConstraint(
+                fields=["recipient", "version"],
+                condition=models.Q(kind="alert"),
+                name="document_alert_once",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self):
+        what = "alert" if self.kind == ReminderKind.ALERT else f"reminder {self.stage}"
+        return f"{what} for {self.recipient_id} ({self.status})"

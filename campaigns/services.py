@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,6 +86,13 @@ DRAFT_PUSH_STATES = EDITABLE_STATES
 SCHEDULE_MARGIN = selectors.SCHEDULE_MARGIN
 # A worker killed mid-call frees the lease after the task time limit.
 LEASE_SECONDS = getattr(settings, "CELERY_TASK_TIME_LIMIT", 660)
+
+
+# Flows that attach something to a communication check or prepare it here, just before Mailchimp gets it (policy
+# documents set each recipient's link key: campaigns/documents.py). A hook takes (communication, client) and
+# returns a refusal, recorded as the failure, or "" to go on; it may raise MailchimpTransientError or
+# SegmentsNotReady for the send task to retry later. Registered by AppConfig.ready.
+send_preflight_hooks: list[Callable[[Communication, Any], str]] = []
 
 
 class TransitionError(Exception):
@@ -666,6 +673,11 @@ def communication_send_execute(*, send_id: int, client=None, now: datetime | Non
         CampaignSend.objects.filter(pk=send.pk).update(attempts=F("attempts") + 1, next_attempt_at=None)
         slot = selectors.communication_schedule_slot(communication)
         try:
+            refusal = next(filter(None, (hook(communication, client) for hook in send_preflight_hooks)), "")
+            if refusal:
+                _record_failure(send, refusal)
+                send.refresh_from_db()
+                return send
             status = _push_draft(send, communication, client, require_segments=True)
             send_time = None
             if status == "save":

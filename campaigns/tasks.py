@@ -167,3 +167,82 @@ def community_posts_relay_task() -> int:
     from campaigns import posts
 
     return posts.community_posts_relay_stuck()
+
+
+# --- Policy documents (flow F5; campaigns/documents.py) ---------------------------------------------------
+
+
+def _documents():
+    from campaigns import documents
+
+    return documents
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def document_publication_task(self, publication_id: int) -> None:
+    """Publish an approved document version to the Trading Grid community (exactly once)."""
+    from connectors.tradinggrid.errors import TradingGridTransientError
+
+    documents = _documents()
+    try:
+        documents.document_publication_execute(publication_id=publication_id)
+    except (TradingGridTransientError, documents.DocumentBusy) as exc:
+        if self.request.retries >= self.max_retries:
+            documents.document_publication_give_up(
+                publication_id=publication_id, reason=f"Gave up after {self.max_retries} retries: {exc}"
+            )
+            return
+        busy = isinstance(exc, documents.DocumentBusy)
+        countdown = BUSY_RETRY_SECONDS * (1 + random.random()) if busy else _backoff(
+            self.request.retries, getattr(exc, "retry_after", None)
+        )
+        documents.document_publication_note_retry(
+            publication_id=publication_id, countdown=countdown, error="" if busy else str(exc)
+        )
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def document_reminder_dispatch_task(self, reminder_id: int) -> None:
+    """One reminder through Mailchimp (tag and/or journey step)."""
+    try:
+        _documents().document_reminder_dispatch(reminder_id=reminder_id)
+    except MailchimpTransientError as exc:
+        if self.request.retries >= self.max_retries:
+            return  # the row stays pending; the beat relay keeps trying it
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries, exc.retry_after)) from exc
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def document_alert_dispatch_task(self, version_id: int, partner_id: int | None) -> None:
+    """The alert to a partner manager about contacts who did not confirm after the last reminder."""
+    documents = _documents()
+    try:
+        documents.document_alert_dispatch(version_id=version_id, partner_id=partner_id)
+    except documents.ALERT_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            return  # the rows stay pending; the beat relay keeps trying them
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task
+def document_reminders_sweep_task() -> str:
+    """Beat: due reminder stages of document distributions become ledger rows, enqueued once."""
+    return str(_documents().document_reminders_sweep())
+
+
+@shared_task
+def document_ledgers_relay_task() -> int:
+    """Beat: re-enqueue document publications, reminders and alerts whose task was lost."""
+    return _documents().document_reminders_relay()
+
+
+@shared_task(bind=True, max_retries=3)
+def document_acknowledgements_poll_task(self) -> str:
+    """Beat: acknowledgements changed in Trading Grid since each document's cursor."""
+    from connectors.tradinggrid.errors import TradingGridTransientError
+
+    try:
+        return str(_documents().document_acknowledgements_poll_from_tg())
+    except TradingGridTransientError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries, exc.retry_after)) from exc

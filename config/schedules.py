@@ -72,4 +72,19 @@ BEAT_SCHEDULE = {
         60,
         "Re-enqueue community posts waiting to be fetched from Mailchimp or published to Trading Grid.",
     ),
+    "campaigns: document reminders": (
+        "campaigns.tasks.document_reminders_sweep_task",
+        900,
+        "Policy documents: remind contacts who have not confirmed receipt; alert partner managers after the last.",
+    ),
+    "campaigns: poll document acknowledgements": (
+        "campaigns.tasks.document_acknowledgements_poll_task",
+        600,
+        "Policy documents: confirmations of receipt changed in Trading Grid since each document's cursor.",
+    ),
+    "campaigns: relay document ledgers": (
+        "campaigns.tasks.document_ledgers_relay_task",
+        60,
+        "Re-enqueue document publications, reminders and alerts whose task was lost or whose worker died.",
+    ),
 }

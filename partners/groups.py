@@ -45,6 +45,16 @@ GROUP_PERMISSIONS: dict[str, dict[str, list[str] | str]] = {
             "change_communitypost",
             "view_communitypost",
             "view_poststyleperkind",
+            # Policy documents (F5)
+            "add_policydocument",
+            "change_policydocument",
+            "view_policydocument",
+            "add_documentversion",
+            "change_documentversion",
+            "view_documentversion",
+            "view_documentpublication",
+            "view_documentacknowledgement",
+            "view_documentreminder",
         ],
     },
     APPROVERS_GROUP: {
@@ -68,6 +78,14 @@ GROUP_PERMISSIONS: dict[str, dict[str, list[str] | str]] = {
             "change_communitypost",
             "approve_communitypost",
             "view_poststyleperkind",
+            # Policy documents (F5)
+            "view_policydocument",
+            "view_documentversion",
+            "change_documentversion",
+            "approve_documentversion",
+            "view_documentpublication",
+            "view_documentacknowledgement",
+            "view_documentreminder",
         ],
     },
     ADMINISTRATORS_GROUP: {

@@ -2,8 +2,9 @@
 
 A webhook is a hint, not the truth: each handler re-reads the partner or issue from Trading Grid and applies
 what it holds now (partners/tg_sync.py), so a stale, duplicated or reordered webhook never wins. Transient
-Trading Grid errors propagate: the inbox task retries them. `document.*` and `event.*` webhooks belong to later
-flows and stay unregistered (the inbox marks them ignored)."""
+Trading Grid errors propagate: the inbox task retries them. `document.acknowledged` is handled by policy documents
+(campaigns/document_handlers.py); `event.*` webhooks belong to a later flow and stay unregistered (the inbox marks
+them ignored)."""
 
 from collections.abc import Mapping
 

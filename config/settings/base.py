@@ -167,6 +167,16 @@ DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=False)
 # The address Mailchimp and Trading Grid reach this site at; webhooks are registered under it.
 PARTNERLINK_PUBLIC_URL = env("PARTNERLINK_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 
+# Policy documents (F5): stored outside any URL (only staff download them, through the admin), and at most this big.
+POLICY_DOCUMENT_ROOT = Path(env("POLICY_DOCUMENT_ROOT", default=str(VAR_DIR / "private")))
+POLICY_DOCUMENT_MAX_BYTES = env.int("POLICY_DOCUMENT_MAX_BYTES", default=20 * 1024 * 1024)
+
+# --- Email (alerts to partner managers) ------------------------------------------------------
+# smtp://user:password@host:587/?tls=True in production; the default prints emails to the console.
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Partnerlink <partnerlink@localhost>")
+
 # --- Mailchimp (connectors/mailchimp) ---------------------------------------------------------
 MAILCHIMP_API_KEY = env("MAILCHIMP_API_KEY", default="")
 # The data centre; taken from the API key's suffix (…-us21) when empty.

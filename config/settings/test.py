@@ -8,6 +8,7 @@ SECRET_KEY = env("DJANGO_SECRET_KEY", default="INSECURE-test-key-do-not-use-in-p
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Real files on disk, so a Celery worker process started by a test reads what the test stored.
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"
+POLICY_DOCUMENT_ROOT = BASE_DIR / "var" / "test-private"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

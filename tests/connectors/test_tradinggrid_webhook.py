@@ -19,7 +19,7 @@ OLD_SECRET = "whsec_dGVzdC10Zy1zZWNyZXQtb2xk"
 STRANGER = "whsec_" + base64.b64encode(b"somebody-else-entirely").decode()
 # No handler is registered for it, so processing needs no Trading Grid: the event ends up "ignored".
 BODY = json.dumps(
-    {"type": "document.acknowledged", "timestamp": "2026-11-28T10:00:00Z", "data": {"document_id": "DOC-1"}}
+    {"type": "event.registration.created", "timestamp": "2026-11-28T10:00:00Z", "data": {"event_id": "EVT-1"}}
 ).encode()
 
 
@@ -73,7 +73,7 @@ def _signature_over_other_id(body):
 
 
 def _tampered_body_headers(body):
-    return signed(body.replace(b"DOC-1", b"DOC-2"))
+    return signed(body.replace(b"EVT-1", b"EVT-2"))
 
 
 REFUSALS = [
@@ -153,15 +153,15 @@ def test_the_event_is_stored_raw_under_its_webhook_id_and_processed(post):
     assert (event.source, event.dedupe_key, event.event_type) == (
         EventSource.TRADING_GRID,
         "msg_2Kx",
-        "document.acknowledged",
+        "event.registration.created",
     )
     assert event.raw == BODY.decode()
     assert event.payload == {
-        "type": "document.acknowledged",
+        "type": "event.registration.created",
         "timestamp": "2026-11-28T10:00:00+00:00",
-        "data": {"document_id": "DOC-1"},
+        "data": {"event_id": "EVT-1"},
     }
-    # No handler yet for document acknowledgements (a later flow): kept and marked ignored.
+    # No handler yet for event registrations (a later flow): kept and marked ignored.
     assert event.status == EventStatus.IGNORED
 
 
