@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--partners", type=int, default=20_000)
     parser.add_argument("--child")
     parser.add_argument("--file")
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # run_all.py passes every bench the same arguments
     if args.child:
         child(args.child, args.file, args.rows, args.partners)
         return

@@ -1,10 +1,11 @@
-"""`make bench`: every benchmark in bench/, one after the other. Arguments go to each of them."""
+"""`make bench`: every benchmark in bench/, one after the other. Arguments go to each of them (each ignores the
+others', e.g. `--rows` or `--events`)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["import_partners.py"]
+BENCHES = ["import_partners.py", "tg_ingest.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent

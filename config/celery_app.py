@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -30,3 +30,16 @@ def configure_logging_from_django(**kwargs):
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def close_old_database_connections(sender=None, **kwargs):
+    """Around each task, what Django does around each request: close a connection that is broken or older than
+    CONN_MAX_AGE and re-arm CONN_HEALTH_CHECKS, and keep a good one (CELERY_DB_REUSE_MAX stops Celery's fixup
+    from closing it every time)."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return  # eager tasks run inside the caller's transaction: its connection is not ours to close
+    from django.db import close_old_connections
+
+    close_old_connections()

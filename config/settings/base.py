@@ -156,6 +156,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
+# Celery's Django fixup closes the database connection before and after every task unless this is set, so each
+# task would open a new PostgreSQL connection (a new server process) whatever CONN_MAX_AGE says. With it, the
+# fixup leaves the connection alone and config/celery_app.py closes old or broken connections around each task
+# the way Django does around each request.
+CELERY_DB_REUSE_MAX = 1_000_000
 
 # --- Partnerlink ------------------------------------------------------------------------------
 # Files with more rows than this are imported by a Celery job instead of inside the request.

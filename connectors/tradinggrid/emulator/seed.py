@@ -164,6 +164,9 @@ def demo_partners(*, count: int = 12, random_seed: int = 42) -> list[dict[str, A
         name = ""
         while not name or name in used_names:
             name = f"{rng.choice(NAME_STEMS)} {rng.choice(NAME_SUFFIX[partner_type])}"
+            if name in used_names and _names_used_up(partner_type, used_names):
+                # Only len(NAME_STEMS) x suffixes names per type: number the rest instead of looping forever.
+                name = f"{name} {index}"
         used_names.add(name)
         digits = 10_000_000 + index * 7_919 + rng.randint(0, 999)
         partners.append({
@@ -174,6 +177,10 @@ def demo_partners(*, count: int = 12, random_seed: int = 42) -> list[dict[str, A
                                              "new")),
         })
     return partners
+
+
+def _names_used_up(partner_type: str, used_names: set[str]) -> bool:
+    return all(f"{stem} {suffix}" in used_names for stem in NAME_STEMS for suffix in NAME_SUFFIX[partner_type])
 
 
 def seed_demo(state: EmulatorState, *, count: int = 12, random_seed: int = 42) -> list[str]:
@@ -325,7 +332,8 @@ def _seed_issue(state: EmulatorState, rng: random.Random, profile: Mapping[str, 
     invoice = f"INV-{rng.randint(100000, 999999)}"
     money = category in ("invoice_po_mismatch", "chargeback_dispute")
     contact = profile["contacts"][0]["email"] if profile.get("contacts") else "partner"
-    resolved_at = raised_at + timedelta(days=rng.uniform(1, 20)) if status in ("resolved", "closed") else None
+    # Resolved some days after it was raised, but never later than now.
+    resolved_at = min(raised_at + timedelta(days=rng.uniform(1, 20)), now) if status in ("resolved", "closed") else None
     issue = state.create_issue({
         "partner_company_id": profile["company_id"],
         "category": category,

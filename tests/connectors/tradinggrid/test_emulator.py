@@ -13,6 +13,7 @@ import requests
 
 from connectors.tradinggrid.emulator import EmulatorState, demo_partners, faults_from_env, seed
 from connectors.tradinggrid.emulator.server import build_state
+from connectors.tradinggrid.emulator.state import parse_moment
 from connectors.tradinggrid.payloads import partner_from_tg, webhook_event_from_tg
 from connectors.tradinggrid.webhooks import verify_webhook
 
@@ -317,6 +318,26 @@ def test_seeding_is_deterministic():
     assert strip(first) == strip(second)
     assert [i["title"] for i in first.issues.values()] == [i["title"] for i in second.issues.values()]
     assert list(first.transactions) == list(second.transactions)
+
+
+def test_demo_partners_beyond_the_generated_names_are_numbered_not_looped_on():
+    partners = demo_partners(count=1500, random_seed=42)  # more than the stems x suffixes of any type
+    assert len({p["name"] for p in partners}) == 1500
+    assert len({p["company_id"] for p in partners}) == 1500
+    assert demo_partners(count=12, random_seed=42) == partners[:12]  # small counts unchanged
+
+
+def test_seeded_issues_were_never_resolved_or_updated_in_the_future():
+    from datetime import UTC, datetime
+
+    frozen = datetime(2026, 1, 15, 12, tzinfo=UTC)
+    state = _state(lambda: frozen)
+    seed(state, demo_partners(count=60, random_seed=3), random_seed=3)
+    resolved = [i for i in state.issues.values() if i["resolved_at"]]
+    assert resolved
+    # A future updated_at would make every later change of the issue look older than the one applied.
+    assert all(parse_moment(i["resolved_at"], "resolved_at") <= frozen for i in resolved)
+    assert all(parse_moment(i["updated_at"], "updated_at") <= frozen for i in state.issues.values())
 
 
 def test_the_control_api_seeds_given_partners(tg_client, tg_emulator):
