@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["import_partners.py"]
+BENCHES = ["import_partners.py", "sync_audience.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent
