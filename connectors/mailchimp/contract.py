@@ -254,17 +254,21 @@ def _body_validator(schema: dict[str, Any]) -> Any:
     key = id(schema)
     validator = _body_validators.get(key)
     if validator is None:
-        from openapi_schema_validator import OAS30Validator
+        # What openapi-core uses for a request body: the write validator (readOnly properties refused) with
+        # its format checker (date-time, ...), so an operation is held to what the same request made directly is.
+        from openapi_schema_validator import OAS30WriteValidator
         from referencing import Registry, Resource
         from referencing.jsonschema import DRAFT4
 
         spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
         registry = Registry().with_resource("spec.json", Resource.from_contents(spec, default_specification=DRAFT4))
         try:
-            rooted = _inline_references(schema, spec, implemented=frozenset(OAS30Validator.VALIDATORS))
+            rooted = _inline_references(schema, spec, implemented=frozenset(OAS30WriteValidator.VALIDATORS))
         except _KeepReferences:
             rooted = {"$ref": "spec.json" + schema["$ref"]} if "$ref" in schema else schema
-        validator = OAS30Validator(rooted, registry=registry)
+        validator = OAS30WriteValidator(
+            rooted, registry=registry, format_checker=OAS30WriteValidator.FORMAT_CHECKER
+        )
         _body_validators[key] = validator
     return validator
 
