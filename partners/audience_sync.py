@@ -68,9 +68,9 @@ MERGE_FIELDS = (
 BATCH_MEMBERS = 500
 # Mailchimp allows 500 pending batches per account; leave room for other work.
 MAX_BATCHES_IN_FLIGHT = 300
-# Calls handed to the sending thread and not yet answered: enough to keep it busy, few enough that a
-# failure leaves little to account for.
-CALLS_AHEAD = 2
+# Calls handed to the sending thread and not yet answered: enough to keep it busy while finished batches are
+# recorded (up to POLL_EVERY_BATCHES at a time), few enough that a failure leaves little to account for.
+CALLS_AHEAD = 4
 # While sending, the batches in flight are polled after every POLL_EVERY_BATCHES submitted (and at most once
 # per poll interval): finished ones are recorded while later ones go out, for a few calls more.
 POLL_EVERY_BATCHES = 20

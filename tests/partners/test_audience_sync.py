@@ -244,6 +244,7 @@ def test_batches_are_sent_while_earlier_ones_are_polled(mailchimp_emulator, audi
 
     monkeypatch.setattr(audience_sync, "BATCH_MEMBERS", 1)
     monkeypatch.setattr(audience_sync, "POLL_EVERY_BATCHES", 1)
+    monkeypatch.setattr(audience_sync, "CALLS_AHEAD", 1)  # each answer is in before the next batch goes out
 
     run = sync(audience)
 
