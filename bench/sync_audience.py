@@ -12,9 +12,12 @@ measures, each in a fresh process:
   1% changed    an incremental run after 1% of the contacts changed (first names; partners moved region,
                 which also moves their contacts between segments)
   no change     an incremental run with nothing changed
-Calls are the SyncRun's count, cross-checked against the emulator's own log of /3.0 requests; write calls
-are the emulator's POST/PUT/PATCH/DELETE. Uses DATABASE_URL when set (PostgreSQL, database
-partnerlink_bench_sync), else a SQLite file under var/bench/. Never run by the test suite.
+Calls are the SyncRun's count, cross-checked against the emulator's own log of /3.0 requests (plus the
+downloads of batch results, which go to storage rather than the API); write calls are the emulator's
+POST/PUT/PATCH/DELETE. CPU seconds of the sync, of the emulator and of other processes are printed beside
+the seconds: on a shared machine, "others" says how much the seconds are inflated. Uses DATABASE_URL when
+set (PostgreSQL, database partnerlink_bench_sync), else a SQLite file under var/bench/. Never run by the
+test suite.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ ISSUE_STATUSES = ["open", "acknowledged", "awaiting_partner", "under_review", "r
 SEGMENTS = [
     {"name": "Suppliers", "partner_types": ["supplier"]},
     {"name": "EMEA", "regions": ["emea"]},
-    {"name": "Strategic partners with open quality or ASN issues", "tiers": ["strategic", "preferred"],
+    {"name": "Key partners with open quality or ASN issues", "tiers": ["strategic", "preferred"],
      "issue_categories": ["quality_claim", "asn_mismatch"]},
 ]  # fmt: skip
 
