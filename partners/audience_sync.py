@@ -68,9 +68,10 @@ MERGE_FIELDS = (
 BATCH_MEMBERS = 500
 # Mailchimp allows 500 pending batches per account; leave room for other work.
 MAX_BATCHES_IN_FLIGHT = 300
-# Calls handed to the sending thread and not yet answered: enough to keep it busy while finished batches are
-# recorded (up to POLL_EVERY_BATCHES at a time), few enough that a failure leaves little to account for.
-CALLS_AHEAD = 4
+# Calls handed to the sending thread and not yet answered: enough that it stays busy while this thread
+# records up to POLL_EVERY_BATCHES finished batches, and that this thread goes on reading while a poll is
+# answered; few enough that a worker killed outright leaves little sent but unrecorded (sent again, harmlessly).
+CALLS_AHEAD = 12
 # While sending, the batches in flight are polled after every POLL_EVERY_BATCHES submitted (and at most once
 # per poll interval): finished ones are recorded while later ones go out, for a few calls more.
 POLL_EVERY_BATCHES = 20
