@@ -14,10 +14,10 @@ measures, each in a fresh process:
   no change     an incremental run with nothing changed
 Calls are the SyncRun's count, cross-checked against the emulator's own log of /3.0 requests (plus the
 downloads of batch results, which go to storage rather than the API); write calls are the emulator's
-POST/PUT/PATCH/DELETE. CPU seconds of the sync, of the emulator and of other processes are printed beside
-the seconds: on a shared machine, "others" says how much the seconds are inflated. Uses DATABASE_URL when
-set (PostgreSQL, database partnerlink_bench_sync), else a SQLite file under var/bench/. Never run by the
-test suite.
+POST/PUT/PATCH/DELETE. CPU seconds of the sync, of the emulator and of all other processes (the PostgreSQL
+server among them) are printed beside the seconds: on a shared machine, "others" shows how much they are
+inflated. Uses DATABASE_URL when set (PostgreSQL, database partnerlink_bench_sync), else a SQLite file under
+var/bench/. Never run by the test suite.
 """
 
 from __future__ import annotations
@@ -519,7 +519,8 @@ def main() -> None:
         "  calls: the SyncRun's count; emulator: /3.0 requests in the emulator's log (+ batch-result downloads); "
         "writes: POST/PUT/PATCH/DELETE among them;\n  1/member: calls a one-request-per-member sync would make; "
         "contacts/s: all N contacts over the seconds;\n  CPU: CPU seconds of the sync (all its threads) and of the "
-        "emulator; others: CPU seconds other processes took meanwhile (when high, the seconds are inflated)"
+        "emulator; others: CPU seconds all other processes took meanwhile, the PostgreSQL server's included "
+        "(on SQLite: when high, the seconds are inflated)"
     )
     stats = audience.get("stats", {})
     print(
