@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["import_partners.py", "tg_ingest.py"]
+BENCHES = ["import_partners.py", "sync_audience.py", "tg_ingest.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent

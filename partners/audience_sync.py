@@ -7,9 +7,12 @@ One run:
    contacts whose fingerprint differs from what was last sent go out, in batches of at most 500
    `PUT /lists/{id}/members/{hash}` operations (`status_if_new` only: an existing member keeps its status).
    Each batch is a ledger row (MemberBatch); fingerprints are recorded when Mailchimp has finished it, so a
-   run killed midway resumes by polling its batches instead of sending them again;
+   run killed midway resumes by polling its batches instead of sending them again. Batches are sent from a
+   background thread while the next ones are read and fingerprinted, and polled while later ones are sent
+   (every POLL_EVERY_BATCHES), so reading, sending, Mailchimp's processing and recording overlap;
 4. segments: each segment's matching contacts are diffed against what was last put into its static
-   segment, and only the additions and removals are sent (at most 500 of each per call).
+   segment, and only the additions and removals are sent (at most 500 of each per change). A few changes
+   go out one call each; more go in one batch of operations (a first sync of large segments).
 
 Unsubscribed and cleaned contacts are never sent at all. An unchanged database makes no write calls.
 Services call `AudienceSync(run, client=...).execute()`; nothing else should.
@@ -21,14 +24,17 @@ import hashlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils import timezone
 
 from connectors.mailchimp.client import BatchStatus, MailchimpClient
-from connectors.mailchimp.payloads import MemberUpsert, MergeFieldSpec
+from connectors.mailchimp.errors import MailchimpAPIError, MailchimpError, MailchimpTransientError
+from connectors.mailchimp.payloads import BatchOperation, MemberUpsert, MergeFieldSpec, static_segment_changes
 from partners import selectors
 from partners.models import (
     Contact,
@@ -62,6 +68,16 @@ MERGE_FIELDS = (
 BATCH_MEMBERS = 500
 # Mailchimp allows 500 pending batches per account; leave room for other work.
 MAX_BATCHES_IN_FLIGHT = 300
+# Calls handed to the sending thread and not yet answered: enough that it stays busy while this thread
+# records up to POLL_EVERY_BATCHES finished batches, and that this thread goes on reading while a poll is
+# answered; few enough that a worker killed outright leaves little sent but unrecorded (sent again, harmlessly).
+CALLS_AHEAD = 12
+# While sending, the batches in flight are polled after every POLL_EVERY_BATCHES submitted (and at most once
+# per poll interval): finished ones are recorded while later ones go out, for a few calls more.
+POLL_EVERY_BATCHES = 20
+# Segment changes (of at most 500 additions and 500 removals) sent one call each; more go in a batch,
+# which costs a submission, two or more polls and a download of its results.
+SEGMENT_CHANGES_ONE_BY_ONE = 4
 # Mailchimp's language codes; anything else falls back to its base language.
 MAILCHIMP_LANGUAGES = frozenset(
     "en ar af be bg ca zh hr cs da nl et fa fi fr fr_CA de el he hi hu is id ga it ja km ko lv lt mt ms mk no pl pt "
@@ -80,6 +96,25 @@ class MemberRow:
     contact_id: int
     member: MemberUpsert
     fingerprint: str
+
+
+@dataclass
+class _Call:
+    """A call running in the sending thread: a batch submission (with its rows) or a poll."""
+
+    future: Future
+    rows: list[tuple[MemberRow, bool]] | None = None
+
+
+@dataclass
+class _SegmentPlan:
+    segment: Segment
+    desired: set[str]
+    add: list[str]
+    remove: list[str]
+    changes: list[dict[str, list[str]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    failure: MailchimpError | None = None  # its changes didn't all go through: it isn't recorded
 
 
 def mailchimp_language(code: str) -> str:
@@ -146,6 +181,10 @@ class AudienceSync:
         self.poll_interval = poll_interval
         self.sleep = sleep
         self.in_flight: dict[str, MemberBatch] = {}
+        self._sender: ThreadPoolExecutor | None = None
+        self._calls: deque[_Call] = deque()
+        self._last_poll = 0.0
+        self._submitted_since_poll = 0
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def _save_progress(self, *fields: str) -> None:
@@ -221,33 +260,84 @@ class AudienceSync:
         in_flight = self._contact_ids_in_flight()
         pending: list[tuple[MemberRow, bool]] = []
         rows = member_rows(self.audience, partner_ids=self.run.partner_ids)
-        for chunk in _chunks(rows, 1000):
-            states = dict(
-                ContactSyncState.objects.filter(
-                    audience=self.audience, contact_id__in=[row.contact_id for row in chunk]
-                ).values_list("contact_id", "fingerprint")
-            )
-            for row in chunk:
-                sent = states.get(row.contact_id)
-                if row.contact_id in in_flight or (sent == row.fingerprint and not full):
-                    self._count(unchanged=1)
-                    continue
-                pending.append((row, sent is None))
-                if len(pending) == BATCH_MEMBERS:
-                    self._submit(pending)
-                    pending = []
-            self.run.contacts_done += len(chunk)
-            self._save_progress("contacts_done", "unchanged", "calls")
-        self.run.contacts_done += self.run.skipped
-        if pending:
-            self._submit(pending)
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audience-sync")
+        try:
+            for chunk in _chunks(rows, 1000):
+                states = dict(
+                    ContactSyncState.objects.filter(
+                        audience=self.audience, contact_id__in=[row.contact_id for row in chunk]
+                    ).values_list("contact_id", "fingerprint")
+                )
+                for row in chunk:
+                    sent = states.get(row.contact_id)
+                    if row.contact_id in in_flight or (sent == row.fingerprint and not full):
+                        self._count(unchanged=1)
+                        continue
+                    pending.append((row, sent is None))
+                    if len(pending) == BATCH_MEMBERS:
+                        self._submit(pending)
+                        pending = []
+                self.run.contacts_done += len(chunk)
+                self._save_progress("contacts_done", "unchanged", "calls")
+            self.run.contacts_done += self.run.skipped
+            if pending:
+                self._submit(pending)
+            while self._calls:
+                self._answer(self._calls.popleft())
+        except BaseException:
+            self._account_for_calls_after_failure()
+            raise
+        finally:
+            self._sender.shutdown(wait=True)
+            self._sender = None
 
     def _submit(self, rows: list[tuple[MemberRow, bool]]) -> None:
-        if len(self.in_flight) >= MAX_BATCHES_IN_FLIGHT:
+        """Hand a batch to the sending thread; meanwhile deal with what it has answered, and now and then poll
+        the batches in flight."""
+        while self._calls and (self._calls[0].future.done() or len(self._calls) >= CALLS_AHEAD):
+            self._answer(self._calls.popleft())
+        submitting = sum(1 for call in self._calls if call.rows is not None)
+        if len(self.in_flight) + submitting >= MAX_BATCHES_IN_FLIGHT:
+            while self._calls:
+                self._answer(self._calls.popleft())
             self._wait_for_batches(until=MAX_BATCHES_IN_FLIGHT // 2)
-        status = self.client.start_member_upsert_batch(
-            list_id=self.audience.list_id, members=[(str(row.contact_id), row.member) for row, _ in rows]
+        elif (
+            self.in_flight
+            and self._submitted_since_poll >= POLL_EVERY_BATCHES
+            and time.monotonic() - self._last_poll >= self.poll_interval
+        ):
+            self._last_poll, self._submitted_since_poll = time.monotonic(), 0
+            self._calls.append(_Call(self._sender.submit(self.client.list_batches)))
+        members = [(str(row.contact_id), row.member) for row, _ in rows]
+        future = self._sender.submit(
+            self.client.start_member_upsert_batch, list_id=self.audience.list_id, members=members
         )
+        self._calls.append(_Call(future, rows))
+        self._submitted_since_poll += 1
+
+    def _answer(self, call: _Call) -> None:
+        """What the sending thread got back: a batch to record in the ledger, or statuses to act on."""
+        result = call.future.result()  # raises what the call raised
+        if call.rows is None:
+            self._apply_statuses(result)
+        else:
+            self._record_batch(result, call.rows)
+
+    def _account_for_calls_after_failure(self) -> None:
+        """The run is failing: still record every batch Mailchimp accepted, so the next run polls it instead
+        of sending it again. Their own failures (and polls) don't matter any more."""
+        while self._calls:
+            call = self._calls.popleft()
+            try:
+                result = call.future.result()
+                if call.rows is None:
+                    self._count(calls=1)
+                else:
+                    self._record_batch(result, call.rows)
+            except Exception:  # noqa: S112 - the failure being raised says what went wrong
+                continue
+
+    def _record_batch(self, status: BatchStatus, rows: list[tuple[MemberRow, bool]]) -> None:
         self._count(calls=1)
         batch = MemberBatch.objects.create(
             audience=self.audience,
@@ -261,26 +351,33 @@ class AudienceSync:
     def _wait_for_batches(self, *, until: int) -> None:
         """Poll Mailchimp (one call for all recent batches) until at most `until` of ours are in flight."""
         while len(self.in_flight) > until:
-            statuses = {status.id: status for status in self.client.list_batches()}
-            self._count(calls=1)
-            for batch_id in list(self.in_flight):
-                status = statuses.get(batch_id)
-                if status is None:  # older than the listed page: ask for it alone
-                    status = self.client.get_batch(batch_id=batch_id)
-                    self._count(calls=1)
-                if status.is_finished:
-                    self._finish(self.in_flight.pop(batch_id), status)
-            self._save_progress("calls", "created", "updated", "failed", "errors")
+            self._last_poll, self._submitted_since_poll = time.monotonic(), 0
+            self._apply_statuses(self.client.list_batches())
             if len(self.in_flight) > until:
                 self.sleep(self.poll_interval)
 
+    def _apply_statuses(self, listed: list[BatchStatus]) -> None:
+        statuses = {status.id: status for status in listed}
+        self._count(calls=1)
+        for batch_id in list(self.in_flight):
+            status = statuses.get(batch_id)
+            if status is None:  # older than the listed page: ask for it alone
+                status = self.client.get_batch(batch_id=batch_id)
+                self._count(calls=1)
+            if status.is_finished:
+                self._finish(self.in_flight.pop(batch_id), status)
+        self._save_progress("calls", "created", "updated", "failed", "errors")
+
     def _finish(self, batch: MemberBatch, status: BatchStatus) -> None:
         errors: dict[str, str] = {}
+        retry_later: set[str] = set()
         if status.errored_operations:
             results = self.client.fetch_batch_results(response_body_url=status.response_body_url)
             self._count(calls=1)
             for result in results:
-                if not result.ok:
+                if result.status_code == 429 or result.status_code >= 500:
+                    retry_later.add(result.operation_id)  # Mailchimp could not do it now: not a refusal
+                elif not result.ok:
                     response = result.response if isinstance(result.response, dict) else {}
                     detail = response.get("detail") or response.get("title") or f"HTTP {result.status_code}"
                     errors[result.operation_id] = f"{response.get('title', 'Error')}: {detail}"
@@ -288,6 +385,11 @@ class AudienceSync:
         existing = set(Contact.objects.filter(pk__in=[m[0] for m in batch.members]).values_list("pk", flat=True))
         states = []
         for contact_id, email, fingerprint, first in batch.members:
+            if str(contact_id) in retry_later:
+                # No state recorded: the next run finds the fingerprint changed and sends it again.
+                self._count(failed=1)
+                self._error(f"{email}: Mailchimp was busy; sent again by the next sync")
+                continue
             error = errors.get(str(contact_id), "")
             if error:
                 self._count(failed=1)
@@ -298,9 +400,9 @@ class AudienceSync:
                 self._count(updated=1)
             if contact_id in existing:
                 states.append(
-                    ContactSyncState(
+                    ContactSyncState(  # by id: setting the instance costs more than the insert itself
                         contact_id=contact_id,
-                        audience=self.audience,
+                        audience_id=self.audience.pk,
                         email=email,
                         fingerprint=fingerprint,
                         synced_at=now,
@@ -320,12 +422,45 @@ class AudienceSync:
 
     # -- segments ------------------------------------------------------------------------------------
     def _sync_segments(self) -> None:
-        for segment in Segment.objects.filter(audience=self.audience).prefetch_related("product_lines"):
-            self._sync_segment(segment)
+        plans = [
+            self._plan_segment(segment)
+            for segment in Segment.objects.filter(audience=self.audience).prefetch_related("product_lines")
+        ]
+        changes = sum(len(plan.changes) for plan in plans)
+        if changes > SEGMENT_CHANGES_ONE_BY_ONE:
+            self._change_segments_in_batches([plan for plan in plans if plan.changes])
+        else:
+            for plan in plans:
+                if not plan.changes:
+                    continue
+                try:
+                    result = self.client.update_static_segment(
+                        list_id=self.audience.list_id,
+                        segment_id=plan.segment.mailchimp_segment_id,
+                        add=plan.add,
+                        remove=plan.remove,
+                    )
+                except MailchimpAPIError as exc:
+                    plan.failure = exc
+                    continue
+                self._count(calls=result.calls)
+                plan.errors = result.errors
+        failure = None
+        for plan in plans:
+            for error in plan.errors[:20]:
+                self._error(f"segment {plan.segment.name}: {error}")
+            if plan.failure is not None:
+                failure = failure or plan.failure
+                continue
+            self._record_segment(plan)
             self._count(segments_synced=1)
         self._save_progress("calls", "segments_synced", "errors")
+        if failure is not None:  # refused: the run fails; transient: it is retried (the others are recorded)
+            raise failure
 
-    def _sync_segment(self, segment: Segment) -> None:
+    def _plan_segment(self, segment: Segment) -> _SegmentPlan:
+        """What the segment should hold, what it holds, and the changes in between (creating its static
+        segment in Mailchimp first if there is none)."""
         list_id = self.audience.list_id
         # Only addresses Mailchimp accepted: Mailchimp ignores the others in a static segment.
         desired = set(
@@ -348,14 +483,60 @@ class AudienceSync:
         else:
             current = set(SegmentMember.objects.filter(segment=segment).values_list("email", flat=True))
         add, remove = sorted(desired - current), sorted(current - desired)
-        changed = bool(add or remove)
-        if changed:
-            result = self.client.update_static_segment(
-                list_id=list_id, segment_id=segment.mailchimp_segment_id, add=add, remove=remove
-            )
-            self._count(calls=result.calls)
-            for error in result.errors[:20]:
-                self._error(f"segment {segment.name}: {error}")
+        return _SegmentPlan(segment, desired, add, remove, static_segment_changes(add=add, remove=remove))
+
+    def _change_segments_in_batches(self, plans: list[_SegmentPlan]) -> None:
+        """The segments' changes as batch operations (`POST /lists/{id}/segments/{segment_id}` each), at most
+        BATCH_MEMBERS operations per batch; each plan gets the errors Mailchimp reported for its changes."""
+        list_id = self.audience.list_id
+        by_operation: dict[str, _SegmentPlan] = {}
+        operations = []
+        for plan in plans:
+            for index, body in enumerate(plan.changes):
+                operation_id = f"segment-{plan.segment.pk}-{index}"
+                by_operation[operation_id] = plan
+                path = f"/lists/{list_id}/segments/{plan.segment.mailchimp_segment_id}"
+                operations.append(BatchOperation(method="POST", path=path, operation_id=operation_id, body=body))
+        for start in range(0, len(operations), BATCH_MEMBERS):
+            batch = operations[start : start + BATCH_MEMBERS]
+            status = self.client.start_batch(operations=batch)
+            self._count(calls=1)
+            while True:  # as _wait_for_batches: ask, then wait if it isn't finished
+                status = self.client.get_batch(batch_id=status.id)
+                self._count(calls=1)
+                if status.is_finished:
+                    break
+                self.sleep(self.poll_interval)
+            results = self.client.fetch_batch_results(response_body_url=status.response_body_url)
+            self._count(calls=1)
+            answered = {result.operation_id for result in results}
+            for operation in batch:
+                if operation.operation_id not in answered:
+                    plan = by_operation[operation.operation_id]
+                    plan.failure = plan.failure or MailchimpTransientError(
+                        f"segment {plan.segment.name}: batch {status.id} has no result for {operation.operation_id}"
+                    )
+            for result in results:
+                plan = by_operation.get(result.operation_id)
+                if plan is None:
+                    continue
+                response = result.response if isinstance(result.response, dict) else {}
+                if result.ok:
+                    plan.errors += [str(error.get("error") or error) for error in response.get("errors") or []]
+                    continue
+                title = str(response.get("title") or "Error")
+                detail = str(response.get("detail") or f"HTTP {result.status_code}")
+                # As the same call made directly would have failed.
+                transient = result.status_code == 429 or result.status_code >= 500
+                plan.failure = (MailchimpTransientError if transient else MailchimpAPIError)(
+                    f"segment {plan.segment.name}: {title}: {detail}",
+                    status=result.status_code,
+                    title=title,
+                    detail=detail,
+                )
+
+    def _record_segment(self, plan: _SegmentPlan) -> None:
+        segment, desired, add, remove = plan.segment, plan.desired, plan.add, plan.remove
         # What we last put into the segment is now exactly `desired`: the base of the next diff.
         with transaction.atomic():
             if self.run.kind == SyncKind.FULL:
@@ -364,11 +545,15 @@ class AudienceSync:
             for start in range(0, len(remove), 1000):
                 SegmentMember.objects.filter(segment=segment, email__in=remove[start : start + 1000]).delete()
             SegmentMember.objects.bulk_create(
-                [SegmentMember(segment=segment, email=email) for email in add], ignore_conflicts=True, batch_size=1000
+                [SegmentMember(segment_id=segment.pk, email=email) for email in add],
+                ignore_conflicts=True,
+                batch_size=1000,
             )
         remote_count = segment.remote_member_count
-        if changed or remote_count is None or self.run.kind == SyncKind.FULL:
-            remote = self.client.get_static_segment(list_id=list_id, segment_id=segment.mailchimp_segment_id)
+        if plan.changes or remote_count is None or self.run.kind == SyncKind.FULL:
+            remote = self.client.get_static_segment(
+                list_id=self.audience.list_id, segment_id=segment.mailchimp_segment_id
+            )
             remote_count = remote.member_count
             self._count(calls=1)
         Segment.objects.filter(pk=segment.pk).update(

@@ -19,6 +19,7 @@ from partners.models import (
     MemberBatchStatus,
     ProductLine,
     Segment,
+    SegmentMember,
     SyncKind,
     SyncRun,
     SyncStatus,
@@ -234,6 +235,138 @@ def test_a_transient_failure_requeues_the_run(mailchimp_emulator, audience, part
     assert finished.created == 3
 
 
+def api_calls(emulator) -> int:
+    return sum(1 for entry in emulator.request_log if entry["path"].startswith("/3.0"))
+
+
+def test_batches_are_sent_while_earlier_ones_are_polled(mailchimp_emulator, audience, partners, monkeypatch):
+    from partners import audience_sync
+
+    monkeypatch.setattr(audience_sync, "BATCH_MEMBERS", 1)
+    monkeypatch.setattr(audience_sync, "POLL_EVERY_BATCHES", 1)
+    monkeypatch.setattr(audience_sync, "CALLS_AHEAD", 1)  # each answer is in before the next batch goes out
+
+    run = sync(audience)
+
+    assert run.status == SyncStatus.SUCCEEDED, run.errors
+    assert (run.created, run.failed) == (3, 0)
+    assert set(members(mailchimp_emulator)) == {"anna@acme.de", "ops@acme.de", "dispatch@swift.com"}
+    assert MemberBatch.objects.filter(status=MemberBatchStatus.FINISHED).count() == 3
+    polls = [e for e in mailchimp_emulator.request_log if (e["method"], e["path"]) == ("GET", "/3.0/batches")]
+    submissions = [i for i, e in enumerate(mailchimp_emulator.request_log) if e["method"] == "POST"]
+    first_poll = next(i for i, e in enumerate(mailchimp_emulator.request_log) if e["path"] == "/3.0/batches"
+                      and e["method"] == "GET")
+    assert first_poll < submissions[-1]  # polled while still sending
+    assert len(polls) >= 2
+    assert run.calls == api_calls(mailchimp_emulator)
+
+
+def test_a_failure_while_sending_keeps_the_batches_mailchimp_accepted(
+    mailchimp_emulator, audience, partners, monkeypatch
+):
+    from connectors.mailchimp.client import MailchimpClient
+    from partners import audience_sync
+
+    monkeypatch.setattr(audience_sync, "BATCH_MEMBERS", 1)
+    send = MailchimpClient.start_member_upsert_batch
+    sent = []
+
+    def second_one_fails(self, **kwargs):
+        sent.append(kwargs)
+        if len(sent) == 2:
+            mailchimp_emulator.faults.add(Fault(status=503, path="/batches", method="POST"))
+        return send(self, **kwargs)
+
+    monkeypatch.setattr(MailchimpClient, "start_member_upsert_batch", second_one_fails)
+    run = services.audience_sync_start(audience=audience, enqueue=False)
+    with pytest.raises(MailchimpTransientError):
+        services.audience_sync_execute(run_id=run.pk, poll_interval=0, sleep=lambda seconds: None)
+    monkeypatch.undo()
+    monkeypatch.setattr(audience_sync, "BATCH_MEMBERS", 1)
+
+    def accepted_batches():
+        return [e for e in mailchimp_emulator.request_log if (e["method"], e["path"]) == ("POST", "/3.0/batches")
+                and e["status"] == 200]
+
+    # Every batch Mailchimp accepted is in the ledger, even those answered after the failure.
+    assert MemberBatch.objects.count() == len(accepted_batches()) >= 1
+
+    finished = services.audience_sync_execute(run_id=run.pk, poll_interval=0, sleep=lambda seconds: None)
+
+    assert finished.status == SyncStatus.SUCCEEDED, finished.errors
+    assert set(members(mailchimp_emulator)) == {"anna@acme.de", "ops@acme.de", "dispatch@swift.com"}
+    assert len(accepted_batches()) == 3  # nobody was sent twice
+    assert sorted(batch.members[0][1] for batch in MemberBatch.objects.all()) == [
+        "anna@acme.de", "dispatch@swift.com", "ops@acme.de"
+    ]
+    assert finished.created == 3
+
+
+def test_many_segment_changes_go_in_one_batch(mailchimp_emulator, audience, partners, monkeypatch, sent_bodies):
+    from partners import audience_sync
+
+    monkeypatch.setattr(audience_sync, "SEGMENT_CHANGES_ONE_BY_ONE", 0)
+    acme, swift = partners
+    emea = Segment.objects.create(name="EMEA", audience=audience, regions=["emea"])
+    carriers = Segment.objects.create(name="Carriers", audience=audience, partner_types=["carrier"])
+
+    run = sync(audience)
+
+    assert run.status == SyncStatus.SUCCEEDED, run.errors
+    emea.refresh_from_db()
+    carriers.refresh_from_db()
+    assert segment_emails(mailchimp_emulator, emea.mailchimp_segment_id) == ["anna@acme.de", "ops@acme.de"]
+    assert segment_emails(mailchimp_emulator, carriers.mailchimp_segment_id) == ["dispatch@swift.com"]
+    assert (emea.member_count, emea.remote_member_count) == (2, 2)
+    assert (carriers.member_count, carriers.remote_member_count) == (1, 1)
+    assert not [c for c in write_calls(mailchimp_emulator) if re.search(r"/segments/\d+$", c[1])]
+    operations = [op for body in sent_bodies if '"operations"' in body for op in json.loads(body)["operations"]]
+    assert sorted(op["path"] for op in operations if "/segments/" in op["path"]) == sorted(
+        f"/lists/{MAILCHIMP_TEST_AUDIENCE}/segments/{segment.mailchimp_segment_id}" for segment in (emea, carriers)
+    )
+    # One more download than API calls: the batch results, from storage rather than the API.
+    assert run.calls == api_calls(mailchimp_emulator) + 1
+
+    swift.region = "emea"
+    swift.save()
+    run = sync(audience)
+
+    assert segment_emails(mailchimp_emulator, emea.mailchimp_segment_id) == [
+        "anna@acme.de", "dispatch@swift.com", "ops@acme.de"
+    ]
+    assert sorted(SegmentMember.objects.filter(segment=emea).values_list("email", flat=True)) == [
+        "anna@acme.de", "dispatch@swift.com", "ops@acme.de"
+    ]
+
+
+def test_a_segment_change_refused_in_a_batch_fails_the_run(mailchimp_emulator, audience, partners, monkeypatch):
+    from partners import audience_sync
+
+    acme, swift = partners
+    emea = Segment.objects.create(name="EMEA", audience=audience, regions=["emea"])
+    carriers = Segment.objects.create(name="Carriers", audience=audience, partner_types=["carrier"])
+    sync(audience)
+    emea.refresh_from_db()
+    with mailchimp_emulator.state.lock:  # someone deleted the static segment in Mailchimp
+        del mailchimp_emulator.state.audiences[MAILCHIMP_TEST_AUDIENCE].segments[emea.mailchimp_segment_id]
+    monkeypatch.setattr(audience_sync, "SEGMENT_CHANGES_ONE_BY_ONE", 0)
+    swift.region, swift.partner_type = "emea", "supplier"
+    swift.save()
+    ContactFactory(partner=TradingPartnerFactory(partner_type="carrier", region="na"), email="new@carrier.example")
+
+    run = sync(audience)
+
+    assert run.status == SyncStatus.FAILED
+    assert any("Mailchimp refused" in error and "EMEA" in error for error in run.errors), run.errors
+    # The refused segment keeps its old base for the next diff; the other one was recorded.
+    assert sorted(SegmentMember.objects.filter(segment=emea).values_list("email", flat=True)) == [
+        "anna@acme.de", "ops@acme.de"
+    ]
+    assert sorted(SegmentMember.objects.filter(segment=carriers).values_list("email", flat=True)) == [
+        "new@carrier.example"
+    ]
+
+
 def test_full_sync_reads_unsubscribes_back(mailchimp_emulator, audience, partners):
     sync(audience)
     mailchimp_emulator.unsubscribe_member(list_id=MAILCHIMP_TEST_AUDIENCE, email="anna@acme.de")
@@ -313,3 +446,27 @@ def sent_bodies():
     request_observers.append(record)
     yield bodies
     request_observers.remove(record)
+
+
+def test_an_operation_mailchimp_could_not_do_now_is_sent_again_by_the_next_sync(
+    mailchimp_emulator, audience, partners, monkeypatch
+):
+    from connectors.mailchimp.payloads import subscriber_hash
+
+    busy = subscriber_hash("ops@acme.de")
+    real = mailchimp_emulator._run_operation
+
+    def sometimes_busy(operation, *, base_url):
+        if operation["path"].endswith(busy):
+            return {"status_code": 503, "operation_id": operation["operation_id"], "response": "{}"}
+        return real(operation, base_url=base_url)
+
+    monkeypatch.setattr(mailchimp_emulator, "_run_operation", sometimes_busy)
+    first = sync(audience)
+    assert (first.created, first.failed) == (2, 1)
+    assert not ContactSyncState.objects.filter(contact__email="ops@acme.de").exists()
+
+    monkeypatch.undo()
+    second = sync(audience)
+    assert (second.created, second.unchanged, second.failed) == (1, 2, 0)
+    assert "ops@acme.de" in members(mailchimp_emulator)

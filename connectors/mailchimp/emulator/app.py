@@ -1068,7 +1068,8 @@ def _plain_text(html: str) -> str:
 def _results_archive(batch_id: str, results: list[dict[str, Any]]) -> bytes:
     """A gzipped tar of JSON files of up to 100 results each, like Mailchimp's batch output."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    # gzip's own default level: level 9 (tarfile's default) takes three times as long for a few % smaller archives.
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
         directory = tarfile.TarInfo(batch_id)
         directory.type = tarfile.DIRTYPE
         tar.addfile(directory)

@@ -38,7 +38,10 @@ def iso(when: dt.datetime | None) -> str:
 
 
 def short_id(seed: str) -> str:
-    return hashlib.md5(seed.encode(), usedforsecurity=False).hexdigest()[:10]
+    return hashlib.md5(seed.encode(), usedforsecurity=False).hexdigest()[:_UNIQUE_EMAIL_ID_LENGTH]
+
+
+_UNIQUE_EMAIL_ID_LENGTH = 10  # a member's unique email id is a short_id
 
 
 @dataclass
@@ -315,7 +318,9 @@ class EmulatorState:
         if "@" in key:
             key = subscriber_hash(key)
         member = audience.members.get(key.lower())
-        if member is None:
+        if member is None and len(key) == _UNIQUE_EMAIL_ID_LENGTH:
+            # Only a key of that length can be a unique email id; anything else (a subscriber hash not on the
+            # list, on every new member's PUT) must not pay for a scan of the whole audience.
             member = next((m for m in audience.members.values() if m.unique_email_id == key), None)
         return member
 
@@ -392,7 +397,7 @@ class EmulatorState:
             web_id=previous.web_id if previous else self.next_id() + 100000,
         )
         audience.members[hashed] = member
-        if status == "subscribed":
+        if status == "subscribed" and audience.webhooks:  # no webhook, no event data to build
             self.emit(audience, "subscribe", self._member_data(audience, member), source)
         return member
 
@@ -413,7 +418,8 @@ class EmulatorState:
         if changes:
             member.merge_fields.update(changes)
             member.last_changed = self.now()
-            self.emit(audience, "profile", self._member_data(audience, member), source)
+            if audience.webhooks:
+                self.emit(audience, "profile", self._member_data(audience, member), source)
 
     def set_status(
         self,
