@@ -21,25 +21,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from ..payloads import (
+    COMPLIANCE_STATUSES,
+    CONTACT_ROLES,
+    ISSUE_CATEGORIES,
+    ISSUE_SEVERITIES,
+    ISSUE_STATUSES,
+    ONBOARDING_STATUSES,
+    PARTNER_TYPES,
+    REGIONS,
+    TIERS,
+)
 from ..webhooks import WEBHOOK_EVENT_TYPES, decode_webhook_secret, generate_webhook_secret
 
-PARTNER_TYPES = ("supplier", "distributor", "carrier", "3pl", "customer", "reseller")
-ONBOARDING_STATUSES = ("new", "invited", "registered", "testing", "approved", "suspended", "rejected")
-COMPLIANCE_STATUSES = ("unknown", "compliant", "review_due", "non_compliant")
-REGIONS = ("na", "latam", "emea", "apac")
-TIERS = ("strategic", "preferred", "standard")
-CONTACT_ROLES = ("primary", "technical", "compliance", "finance", "logistics", "sales")
-ISSUE_CATEGORIES = (
-    "shipment_exception",
-    "asn_mismatch",
-    "invoice_po_mismatch",
-    "chargeback_dispute",
-    "edi_transaction_failure",
-    "quality_claim",
-    "other",
-)
-ISSUE_SEVERITIES = ("low", "medium", "high", "critical")
-ISSUE_STATUSES = ("open", "acknowledged", "awaiting_partner", "under_review", "resolved", "closed")
 DOCUMENT_KINDS = ("policy", "trading_terms", "operational_guide")
 DOCUMENT_VERSION_STATUSES = ("draft", "approved", "withdrawn")
 EVENT_KINDS = ("webinar", "training", "business_review")
