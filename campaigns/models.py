@@ -112,25 +112,32 @@ class Communication(models.Model):
         return self.template_id is not None
 
 
-class CommunicationTransition(models.Model):
-    """One step through the state machine: who moved it, when, and why."""
+class StateTransition(models.Model):
+    """One step through a state machine (communications, community posts): who moved it, when, and why."""
 
-    communication = models.ForeignKey(Communication, on_delete=models.CASCADE, related_name="transitions")
-    from_state = models.CharField(max_length=20, choices=CommunicationState.choices, blank=True)  # blank: created
-    to_state = models.CharField(max_length=20, choices=CommunicationState.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="Empty: Partnerlink itself (the send task or the delivery check).",
+        help_text="Empty: Partnerlink itself (a task or a sweep).",
     )
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        abstract = True
         ordering = ["created_at", "pk"]
+
+
+class CommunicationTransition(StateTransition):
+    communication = models.ForeignKey(Communication, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20, choices=CommunicationState.choices, blank=True)  # blank: created
+    to_state = models.CharField(max_length=20, choices=CommunicationState.choices)
+
+    class Meta(StateTransition.Meta):
+        pass
 
     def __str__(self):
         return f"{self.communication_id}: {self.from_state} → {self.to_state}"
@@ -473,25 +480,13 @@ class CommunityPost(models.Model):
         return bool(self.tg_post_id) and self.published_revision != self.revision
 
 
-class CommunityPostTransition(models.Model):
-    """One step of a community post through its state machine: who, when, why."""
-
+class CommunityPostTransition(StateTransition):
     post = models.ForeignKey(CommunityPost, on_delete=models.CASCADE, related_name="transitions")
     from_state = models.CharField(max_length=20, choices=PostState.choices, blank=True)  # blank: created
     to_state = models.CharField(max_length=20, choices=PostState.choices)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="Empty: Partnerlink itself.",
-    )
-    comment = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["created_at", "pk"]
+    class Meta(StateTransition.Meta):
+        pass
 
     def __str__(self):
         return f"post {self.post_id}: {self.from_state} → {self.to_state}"
